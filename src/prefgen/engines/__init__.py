@@ -1,0 +1,49 @@
+"""Generation engines behind one small interface.
+
+An engine turns chat requests into completions and, for judges, gives the probability of each
+score label after a fixed assistant prefix. `transformers` runs in-process (CPU or GPU); `vllm`
+is not an in-process engine but a Ray Data processor (`prefgen.engines.vllm`) that the pipeline
+splices in where a model says `engine: vllm`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    messages: list[dict]
+    max_tokens: int
+    temperature: float
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str  # stop | length | error: ...
+    n_tokens: int
+
+
+class Engine(Protocol):
+    def generate(self, requests: list[GenerationRequest]) -> list[Completion]: ...
+
+    def label_probabilities(
+        self, conversations: list[list[dict]], assistant_prefix: str, labels: list[str]
+    ) -> list[dict[str, float]]: ...
+
+
+def load_engine(model_cfg) -> Engine:
+    """Build the in-process engine for a `ModelConfig`."""
+    if model_cfg.engine == "transformers":
+        from prefgen.engines.transformers import TransformersEngine
+
+        return TransformersEngine.from_config(model_cfg)
+    raise ValueError(
+        f"engine {model_cfg.engine!r} has no in-process implementation; "
+        "vllm models run through prefgen.engines.vllm as a Ray Data processor"
+    )

@@ -1,0 +1,90 @@
+"""The Arrow schemas: the in-flight prompt row and the three output tables.
+
+In flight, one row per prompt carries its nested parts (messages, meta, responses) as JSON
+strings. That keeps the Arrow type of every block identical whatever the scores look like, so
+Ray Data never has to unify drifting struct types between blocks; stages decode the JSON,
+do their work on plain dicts and encode it again (`prefgen.rows`).
+
+On disk every writer uses the explicit schemas below: `pairs/` in TRL's conversational
+preference format (prompt/chosen/rejected as message lists), `responses/` as the wide table
+(one row per response with every score, so pairs can be rebuilt without re-judging), and
+`rejects/` (one row per dropped input record or prompt, with the stage and reason).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+MESSAGES = pa.list_(MESSAGE)
+
+ROW_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),  # input file the record came from
+        ("index", pa.int64()),  # record number within that file
+        ("status", pa.string()),  # ok | rejected
+        ("stage", pa.string()),  # where a rejected row was rejected
+        ("reason", pa.string()),
+        ("raw", pa.string()),  # the original record, kept for rejects
+        ("messages", pa.string()),  # JSON list of {role, content}
+        ("domain", pa.string()),
+        ("reference", pa.string()),
+        ("meta", pa.string()),  # JSON object
+        ("responses", pa.string()),  # JSON list of response dicts
+        ("pairs", pa.string()),  # JSON list of pair dicts (after pairing)
+    ]
+)
+
+PAIR_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("prompt_id", pa.string()),
+        ("prompt", MESSAGES),
+        ("chosen", MESSAGES),
+        ("rejected", MESSAGES),
+        ("chosen_score", pa.float64()),
+        ("rejected_score", pa.float64()),
+        ("margin", pa.float64()),
+        ("chosen_model", pa.string()),
+        ("rejected_model", pa.string()),
+        ("domain", pa.string()),
+        ("judge", pa.string()),
+        ("strategy", pa.string()),
+        ("meta", pa.string()),  # JSON: samples, system prompts, per-score breakdown, prompt meta
+    ]
+)
+
+RESPONSE_SCHEMA = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("prompt", MESSAGES),
+        ("domain", pa.string()),
+        ("reference", pa.string()),
+        ("model", pa.string()),
+        ("sample", pa.int32()),
+        ("system_prompt", pa.string()),
+        ("text", pa.string()),
+        ("finish_reason", pa.string()),
+        ("n_tokens", pa.int32()),
+        ("gen_seconds", pa.float64()),
+        ("scores", pa.map_(pa.string(), pa.float64())),
+        ("rationales", pa.map_(pa.string(), pa.string())),
+        ("judge_status", pa.map_(pa.string(), pa.string())),
+        ("overall", pa.float64()),
+        ("no_pair_reason", pa.string()),  # set on every response of a prompt that gave no pair
+    ]
+)
+
+REJECT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("index", pa.int64()),
+        ("stage", pa.string()),  # ingest | generate | pair
+        ("reason", pa.string()),
+        ("raw", pa.string()),
+    ]
+)
+
+TABLES = {"pairs": PAIR_SCHEMA, "responses": RESPONSE_SCHEMA, "rejects": REJECT_SCHEMA}
