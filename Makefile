@@ -1,0 +1,17 @@
+# The two README commands. Each sets up .venv first (idempotent), so a fresh clone needs nothing else.
+.PHONY: setup quickstart test lint bench
+
+setup:
+	scripts/setup.sh
+
+quickstart: setup
+	.venv/bin/prefgen run pipelines/quickstart.yaml
+
+test: setup
+	.venv/bin/python -m pytest -q
+
+lint:
+	.venv/bin/ruff check src tests bench && .venv/bin/ruff format --check src tests bench
+
+bench: setup
+	.venv/bin/python bench/pipeline_vs_engine.py
