@@ -15,6 +15,13 @@ PROMPTS = ROOT / "pipelines" / "data" / "quickstart_prompts.jsonl"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub downloads, ever
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Dummy credentials before Ray starts, so its workers inherit them (moto accepts any).
+for _key, _value in (
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_DEFAULT_REGION", "us-east-1"),
+):
+    os.environ.setdefault(_key, _value)
 
 
 def free_port() -> int:
@@ -29,7 +36,9 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+        ray.init(
+            num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False
+        )
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     yield ray
@@ -53,19 +62,21 @@ def s3_server():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    old = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")}
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint
-    )
+    old = os.environ.get("AWS_ENDPOINT_URL")
+    os.environ["AWS_ENDPOINT_URL"] = endpoint  # prefgen.storage passes it on to s3fs explicitly
     yield endpoint
     server.stop()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    if old is None:
+        os.environ.pop("AWS_ENDPOINT_URL", None)
+    else:
+        os.environ["AWS_ENDPOINT_URL"] = old
 
 
 def tiny_overrides(output: Path | str, limit: int = 6, max_tokens: int = 24) -> list[str]:
     """Trim the quickstart for tests: fewer prompts, shorter answers."""
-    return [f"output.path={output}", f"limit={limit}", f"generate.max_tokens={max_tokens}", "generate.models.2.max_tokens=16"]
+    return [
+        f"output.path={output}",
+        f"limit={limit}",
+        f"generate.max_tokens={max_tokens}",
+        "generate.models.2.max_tokens=16",
+    ]

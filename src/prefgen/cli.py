@@ -10,11 +10,15 @@ from prefgen.config import ConfigError, load_config
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="prefgen", description="Prompts in, preference pairs out.")
+    parser = argparse.ArgumentParser(
+        prog="prefgen", description="Prompts in, preference pairs out."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="run a pipeline: prefgen run CONFIG [key=value ...]")
     run_p.add_argument("config")
-    run_p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. generate.max_tokens=128 limit=10")
+    run_p.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. generate.max_tokens=128 limit=10"
+    )
     status_p = sub.add_parser("status", help="show a run's manifest summary")
     status_p.add_argument("output")
     args = parser.parse_args(argv)
@@ -59,7 +63,9 @@ def summary(manifest: dict, output_url: str) -> str:
         lines.append(f"  no pair         {n:>4}  {reason}")
     for name, m in sorted(c.get("models", {}).items()):
         rate = m.get("tokens_per_s")
-        lines.append(f"  model {name:<14} {m.get('responses', 0):>4} responses  {m.get('tokens', 0):>6} tokens  {rate if rate is not None else '-'} tokens/s")
+        lines.append(
+            f"  model {name:<14} {m.get('responses', 0):>4} responses  {m.get('tokens', 0):>6} tokens  {rate if rate is not None else '-'} tokens/s"
+        )
     lines.append(f"  output          {output_url}  (pairs/, responses/, rejects/, manifest.json)")
     return "\n".join(lines)
 
@@ -72,7 +78,9 @@ def _status(output: str) -> int:
         print(f"{output}: no committed manifest (running, crashed, or not a prefgen run)")
         return 1
     print(summary(manifest, output))
-    print(json.dumps({"started_at": manifest["started_at"], "finished_at": manifest["finished_at"]}))
+    print(
+        json.dumps({"started_at": manifest["started_at"], "finished_at": manifest["finished_at"]})
+    )
     return 0
 
 

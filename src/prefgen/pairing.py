@@ -213,7 +213,16 @@ def build_pairs(
     return sorted(pairs.values(), key=lambda p: (-p["margin"], p["id"])), None
 
 
-def pair_batch(batch, strategy: str, *, min_margin, min_chosen_score, max_pairs_per_prompt, seed: int, judge: str):
+def pair_batch(
+    batch,
+    strategy: str,
+    *,
+    min_margin,
+    min_chosen_score,
+    max_pairs_per_prompt,
+    seed: int,
+    judge: str,
+):
     """Ray Data stage: each ok row gains `pairs`; a row with none records its no-pair reason."""
     from prefgen.rows import decode_batch, encode_batch, is_ok
 

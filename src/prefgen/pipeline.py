@@ -20,7 +20,15 @@ import ray
 
 from prefgen import storage
 from prefgen.config import PipelineConfig, config_hash, resolve_model, score_scales, to_dict
-from prefgen.manifest import FORMAT_VERSION, MANIFEST, code_version, input_fingerprint, model_rates, now, write_manifest
+from prefgen.manifest import (
+    FORMAT_VERSION,
+    MANIFEST,
+    code_version,
+    input_fingerprint,
+    model_rates,
+    now,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +62,9 @@ def prepare_output(cfg: PipelineConfig):
     fs, root = storage.filesystem(cfg.output.path, cfg.output.storage_options)
     if fs.exists(storage.join(root, MANIFEST)):
         if not cfg.output.overwrite:
-            raise OutputExists(f"{cfg.output.path} already holds a committed run; set output.overwrite=true to replace it")
+            raise OutputExists(
+                f"{cfg.output.path} already holds a committed run; set output.overwrite=true to replace it"
+            )
         storage.remove_tree(fs, storage.join(root, MANIFEST))
     for table in ("pairs", "responses", "rejects"):
         storage.remove_tree(fs, storage.join(root, table))
@@ -65,7 +75,11 @@ def prepare_output(cfg: PipelineConfig):
 def run(cfg: PipelineConfig) -> RunResult:
     started, t0 = now(), time.perf_counter()
     in_fs, _ = storage.filesystem(cfg.input.path, cfg.input.storage_options)
-    suffixes = {"jsonl": (".jsonl", ".json"), "parquet": (".parquet",), "auto": (".jsonl", ".json", ".parquet")}[cfg.input.format]
+    suffixes = {
+        "jsonl": (".jsonl", ".json"),
+        "parquet": (".parquet",),
+        "auto": (".jsonl", ".json", ".parquet"),
+    }[cfg.input.format]
     paths = storage.list_files(cfg.input.path, cfg.input.storage_options, suffixes)
     if not paths:
         raise FileNotFoundError(f"no {'/'.join(suffixes)} files at {cfg.input.path}")
@@ -97,7 +111,11 @@ def run(cfg: PipelineConfig) -> RunResult:
         "config": to_dict(cfg),
         "config_hash": config_hash(cfg),
         "code_version": code_version(),
-        "input": {"url": cfg.input.path, "files": paths, "fingerprint": input_fingerprint(in_fs, paths)},
+        "input": {
+            "url": cfg.input.path,
+            "files": paths,
+            "fingerprint": input_fingerprint(in_fs, paths),
+        },
         "started_at": started,
         "finished_at": now(),
         "seconds": round(time.perf_counter() - t0, 2),
@@ -117,11 +135,15 @@ def _ensure_pairs_file(fs, root: str, shards: dict) -> None:
     from prefgen.schema import PAIR_SCHEMA
 
     rel = "pairs/part-empty.parquet"
-    storage.write_parquet_atomic(fs, storage.join(root, rel), pa.Table.from_pylist([], schema=PAIR_SCHEMA))
+    storage.write_parquet_atomic(
+        fs, storage.join(root, rel), pa.Table.from_pylist([], schema=PAIR_SCHEMA)
+    )
     shards["pairs"].append({"path": rel, "rows": 0})
 
 
-def build_dataset(cfg: PipelineConfig, in_fs, paths: list[str], dedup_name: str | None) -> ray.data.Dataset:
+def build_dataset(
+    cfg: PipelineConfig, in_fs, paths: list[str], dedup_name: str | None
+) -> ray.data.Dataset:
     from functools import partial
 
     from prefgen.generate import GenerateStage
@@ -131,11 +153,19 @@ def build_dataset(cfg: PipelineConfig, in_fs, paths: list[str], dedup_name: str 
     from prefgen.pairing import pair_batch
 
     light = {"num_cpus": LIGHT_TASK_CPUS}
-    ds = ray.data.read_binary_files(paths, filesystem=storage.arrow_filesystem(in_fs), include_paths=True, ray_remote_args=light)
+    ds = ray.data.read_binary_files(
+        paths, filesystem=storage.arrow_filesystem(in_fs), include_paths=True, ray_remote_args=light
+    )
     ds = ds.map_batches(partial(split_records, fmt=cfg.input.format), batch_size=1, **light)
     if cfg.limit:
         ds = ds.limit(cfg.limit)
-    ds = ds.map_batches(partial(validate_batch, max_prompt_chars=cfg.ingest.max_prompt_chars, dedup_actor=dedup_name), batch_format="pyarrow", **light)
+    ds = ds.map_batches(
+        partial(
+            validate_batch, max_prompt_chars=cfg.ingest.max_prompt_chars, dedup_actor=dedup_name
+        ),
+        batch_format="pyarrow",
+        **light,
+    )
 
     for model in cfg.generate.models:
         model = resolve_model(model, cfg.generate)
@@ -164,11 +194,31 @@ def build_dataset(cfg: PipelineConfig, in_fs, paths: list[str], dedup_name: str 
             num_gpus=judge.model.num_gpus,
         )
     scales = score_scales(cfg)
-    ds = ds.map_batches(partial(score_batch, verifier=cfg.judge.math_verifier, weights=dict(cfg.judge.weights), scales=scales), batch_format="pyarrow", **light)
-    judge_names = "+".join([j.name for j in cfg.judge.llm] + ([cfg.judge.math_verifier.name] if cfg.judge.math_verifier.enabled else []))
+    ds = ds.map_batches(
+        partial(
+            score_batch,
+            verifier=cfg.judge.math_verifier,
+            weights=dict(cfg.judge.weights),
+            scales=scales,
+        ),
+        batch_format="pyarrow",
+        **light,
+    )
+    judge_names = "+".join(
+        [j.name for j in cfg.judge.llm]
+        + ([cfg.judge.math_verifier.name] if cfg.judge.math_verifier.enabled else [])
+    )
     p = cfg.pairing
     ds = ds.map_batches(
-        partial(pair_batch, strategy=p.strategy, min_margin=p.min_margin, min_chosen_score=p.min_chosen_score, max_pairs_per_prompt=p.max_pairs_per_prompt, seed=p.seed, judge=judge_names),
+        partial(
+            pair_batch,
+            strategy=p.strategy,
+            min_margin=p.min_margin,
+            min_chosen_score=p.min_chosen_score,
+            max_pairs_per_prompt=p.max_pairs_per_prompt,
+            seed=p.seed,
+            judge=judge_names,
+        ),
         batch_format="pyarrow",
         **light,
     )

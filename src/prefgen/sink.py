@@ -29,7 +29,9 @@ def split_tables(rows: list[dict]) -> dict[str, list[dict]]:
             out["rejects"].append(_reject(row, row["stage"], row["reason"]))
             continue
         for pair in row["pairs"]:
-            out["pairs"].append({**pair, "meta": json.dumps(pair["meta"], ensure_ascii=False, default=str)})
+            out["pairs"].append(
+                {**pair, "meta": json.dumps(pair["meta"], ensure_ascii=False, default=str)}
+            )
         for r in row["responses"]:
             out["responses"].append(
                 {
@@ -57,7 +59,14 @@ def split_tables(rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def _reject(row: dict, stage: str, reason: str) -> dict:
-    return {"id": row["id"], "source": row["source"], "index": row["index"], "stage": stage, "reason": reason, "raw": row["raw"]}
+    return {
+        "id": row["id"],
+        "source": row["source"],
+        "index": row["index"],
+        "stage": stage,
+        "reason": reason,
+        "raw": row["raw"],
+    }
 
 
 def shard_counts(rows: list[dict]) -> dict[str, Any]:
@@ -91,7 +100,15 @@ def shard_counts(rows: list[dict]) -> dict[str, Any]:
 
 
 def merge_counts(parts: list[dict]) -> dict[str, Any]:
-    total: dict[str, Any] = {"records_in": 0, "prompts_ok": 0, "responses": 0, "pairs": 0, "rejected_by_reason": Counter(), "no_pair_by_reason": Counter(), "models": {}}
+    total: dict[str, Any] = {
+        "records_in": 0,
+        "prompts_ok": 0,
+        "responses": 0,
+        "pairs": 0,
+        "rejected_by_reason": Counter(),
+        "no_pair_by_reason": Counter(),
+        "models": {},
+    }
     for p in parts:
         for key in ("records_in", "prompts_ok", "responses", "pairs"):
             total[key] += p[key]
@@ -110,7 +127,7 @@ class PrefgenSink(Datasink):
 
     def __init__(self, output_url: str, storage_options: dict | None = None):
         self.output_url = output_url
-        self.storage_options = storage_options or {}
+        self.storage_options = storage.resolve_options(output_url, storage_options)
         self.write_id = uuid.uuid4().hex[:8]
         self.result: dict[str, Any] | None = None
 
@@ -127,7 +144,9 @@ class PrefgenSink(Datasink):
             if not records:
                 continue
             rel = f"{name}/part-{self.write_id}-{ctx.task_idx:05d}.parquet"
-            storage.write_parquet_atomic(fs, storage.join(root, rel), pa.Table.from_pylist(records, schema=schemas[name]))
+            storage.write_parquet_atomic(
+                fs, storage.join(root, rel), pa.Table.from_pylist(records, schema=schemas[name])
+            )
             shards[name] = {"path": rel, "rows": len(records)}
         return {"shards": shards, "counts": shard_counts(rows)}
 

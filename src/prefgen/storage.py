@@ -21,13 +21,21 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 
-def filesystem(url: str, storage_options: dict[str, Any] | None = None):
-    """(fsspec filesystem, path without protocol) for a URL. S3 honours AWS_ENDPOINT_URL."""
+def resolve_options(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """fsspec options with AWS_ENDPOINT_URL folded in for s3:// URLs.
+
+    Resolved on the driver and shipped to workers with the stage, because a worker's
+    environment is the one its node started with, not the driver's.
+    """
     options = dict(storage_options or {})
     if url.startswith(("s3://", "s3a://")) and os.environ.get("AWS_ENDPOINT_URL"):
         options.setdefault("endpoint_url", os.environ["AWS_ENDPOINT_URL"])
-    fs, path = url_to_fs(url, **options)
-    return fs, path
+    return options
+
+
+def filesystem(url: str, storage_options: dict[str, Any] | None = None):
+    """(fsspec filesystem, path without protocol) for a URL."""
+    return url_to_fs(url, **resolve_options(url, storage_options))
 
 
 def join(url: str, *parts: str) -> str:
@@ -50,7 +58,9 @@ def arrow_filesystem(fs):
     return PyFileSystem(FSSpecHandler(fs))
 
 
-def list_files(url: str, storage_options: dict | None = None, suffixes: tuple[str, ...] = ()) -> list[str]:
+def list_files(
+    url: str, storage_options: dict | None = None, suffixes: tuple[str, ...] = ()
+) -> list[str]:
     """Files under a file URL, a directory URL or a glob, sorted; protocol-less paths for `fs`."""
     fs, path = filesystem(url, storage_options)
     if any(ch in path for ch in "*?["):

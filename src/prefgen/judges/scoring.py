@@ -16,13 +16,20 @@ from prefgen.judges.math_verifier import verify_math
 from prefgen.rows import decode_batch, encode_batch, is_ok
 
 
-def score_row(row: dict, verifier: MathVerifierConfig, weights: dict[str, float], scales: dict[str, tuple[float, float]]) -> dict:
+def score_row(
+    row: dict,
+    verifier: MathVerifierConfig,
+    weights: dict[str, float],
+    scales: dict[str, tuple[float, float]],
+) -> dict:
     if not is_ok(row):
         return row
     check_math = verifier.enabled and row["reference"] and row["domain"] in verifier.domains
     for response in row["responses"]:
         if check_math and not response["finish_reason"].startswith("error"):
-            score, why = verify_math(response["text"], row["reference"], verifier.rel_tol, verifier.abs_tol)
+            score, why = verify_math(
+                response["text"], row["reference"], verifier.rel_tol, verifier.abs_tol
+            )
             if score is not None:
                 response["scores"][verifier.name] = score
                 response["rationales"][verifier.name] = why
@@ -31,6 +38,8 @@ def score_row(row: dict, verifier: MathVerifierConfig, weights: dict[str, float]
     return row
 
 
-def score_batch(batch: pa.Table, verifier: MathVerifierConfig, weights: dict[str, float], scales: dict) -> pa.Table:
+def score_batch(
+    batch: pa.Table, verifier: MathVerifierConfig, weights: dict[str, float], scales: dict
+) -> pa.Table:
     effective = weights or {name: 1.0 for name in scales}
     return encode_batch([score_row(r, verifier, effective, scales) for r in decode_batch(batch)])
