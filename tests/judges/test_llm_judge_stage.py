@@ -1,0 +1,84 @@
+"""The LLM judge stage on the real bundled model: every mode scores or records why not."""
+
+from __future__ import annotations
+
+from prefgen.config import LLMJudgeConfig, ModelConfig
+from prefgen.judges.llm_judge import JudgeStage, judge_targets
+from prefgen.rows import decode_batch, encode_batch, new_row
+
+
+def _rows() -> list[dict]:
+    row = new_row("t.jsonl", 0, "{}")
+    row.update(
+        id="p1",
+        messages=[{"role": "user", "content": "What is 7 + 5?"}],
+        domain="math",
+        reference="12",
+    )
+    base = {
+        "sample": 0,
+        "finish_reason": "stop",
+        "n_tokens": 3,
+        "system_prompt": None,
+        "gen_seconds": 0.0,
+        "scores": {},
+        "rationales": {},
+        "judge_status": {},
+        "overall": None,
+    }
+    row["responses"] = [
+        {**base, "model": "right", "text": "7 + 5 = 12. The answer is 12."},
+        {**base, "model": "wrong", "text": "7 + 5 = 75."},
+        {**base, "model": "empty", "text": "   "},
+    ]
+    rejected = new_row("t.jsonl", 1, "not json")
+    rejected.update(status="rejected", stage="ingest", reason="bad_json")
+    return [row, rejected]
+
+
+def _judge(mode: str, rubric: str = "coig_p", retries: int = 1) -> JudgeStage:
+    return JudgeStage(
+        LLMJudgeConfig(
+            name="j",
+            rubric=rubric,
+            mode=mode,
+            max_retries=retries,
+            max_tokens=24,
+            model=ModelConfig(name="judge", num_cpus=2),
+        )
+    )
+
+
+def test_targets_skip_empty_and_rejected():
+    assert judge_targets(_rows()) == [(0, 0), (0, 1)]
+
+
+def test_probability_mode_scores_every_response_in_range():
+    out = decode_batch(_judge("probability")(encode_batch(_rows())))
+    scored = out[0]["responses"][:2]
+    assert all(1.0 <= r["scores"]["j"] <= 10.0 and r["judge_status"]["j"] == "ok" for r in scored)
+    assert out[0]["responses"][2]["scores"] == {}  # empty text is not judged
+    assert out[1]["responses"] == [] and out[1]["status"] == "rejected"
+
+
+def test_generate_mode_parses_or_records_failure_never_crashes():
+    out = decode_batch(_judge("generate", retries=1)(encode_batch(_rows())))
+    for r in out[0]["responses"][:2]:
+        status = r["judge_status"]["j"]
+        assert r["rationales"]["j"]  # the judge's reply is kept
+        if status == "ok":
+            assert 1.0 <= r["scores"]["j"] <= 10.0
+        else:
+            assert status == "parse_failed after 2 tries" and r["scores"]["j"] is None
+
+
+def test_multi_aspect_rubric_scores_each_aspect():
+    out = decode_batch(_judge("probability", rubric="ultrafeedback")(encode_batch(_rows())))
+    scores = out[0]["responses"][0]["scores"]
+    assert set(scores) == {
+        "j.instruction_following",
+        "j.honesty",
+        "j.truthfulness",
+        "j.helpfulness",
+    }
+    assert all(1.0 <= v <= 5.0 for v in scores.values())
