@@ -35,8 +35,11 @@ def _parse(record, max_chars: int = MAX) -> dict:
     return parse_record(_row(record), max_chars)
 
 
-def _split(data: bytes, path: str = "prompts.jsonl", fmt: str = "auto") -> list[dict]:
-    return decode_batch(split_records({"bytes": [data], "path": [path]}, fmt))
+def _split(
+    data: bytes, path: str = "prompts.jsonl", fmt: str = "auto", rows_per_block: int = 1000
+) -> list[dict]:
+    blocks = split_records({"bytes": [data], "path": [path]}, fmt, rows_per_block=rows_per_block)
+    return [row for block in blocks for row in decode_batch(block)]
 
 
 # ---------------------------------------------------------------- parse_record: bad records
@@ -239,15 +242,25 @@ def test_split_corrupt_parquet():
     assert rows[0]["source"] == "in/broken.parquet" and rows[0]["index"] == 0
 
 
+def test_split_into_blocks():
+    data = b"".join(b'{"prompt": "p%d"}\n' % i for i in range(5))
+    blocks = list(
+        split_records({"bytes": [data, data], "path": ["a.jsonl", "b.jsonl"]}, "jsonl", 4)
+    )
+    assert [b.num_rows for b in blocks] == [4, 4, 2]
+    rows = [r for b in blocks for r in decode_batch(b)]
+    assert [(r["source"], r["index"]) for r in rows] == [("a.jsonl", i) for i in range(5)] + [
+        ("b.jsonl", i) for i in range(5)
+    ]
+    assert list(split_records({"bytes": [b"\n\n"], "path": ["e.jsonl"]}, "jsonl", 4)) == []
+
+
 def test_long_records_survive_splitting():
     """A JSONL line longer than rows.MAX_RAW_CHARS (2000) is still valid JSON after splitting."""
     prompt = "x" * 1990  # well under the default ingest.max_prompt_chars=8000
     rows = _split(json.dumps({"prompt": prompt}).encode())
     row = parse_record(rows[0], 8000)
-    if row["status"] != "ok":
-        pytest.xfail(
-            f"known bug: new_row truncates raw to 2000 chars before parse_record parses it -> {row['reason']}"
-        )
+    assert row["status"] == "ok", row["reason"]
     assert row["messages"][0]["content"] == prompt
 
 
@@ -256,7 +269,7 @@ def test_long_records_survive_splitting():
 
 def test_validate_batch_same_rows_out():
     data = b'{"prompt": "a"}\n42\n{"prompt": ""}\n'
-    batch = split_records({"bytes": [data], "path": ["p.jsonl"]}, "jsonl")
+    batch = encode_batch(_split(data, "p.jsonl"))
     out = decode_batch(validate_batch(batch, MAX, dedup_actor=None))
     assert [r["index"] for r in out] == [0, 1, 2]
     assert [r["status"] for r in out] == ["ok", "rejected", "rejected"]
@@ -290,10 +303,6 @@ def test_bad_prompts_file_through_ingest():
         row = rows[i]
         if want in (gen.OK, "duplicate"):  # duplicates are caught by the registry, later
             assert row["status"] == "ok", (i, row["reason"])
-        elif want == "too_long":
-            assert (
-                row["status"] == "rejected" and row["stage"] == "ingest"
-            )  # reason: see the xfail test
         else:
             assert row["status"] == "rejected" and row["reason"].startswith(want), (
                 i,
@@ -316,10 +325,7 @@ def test_bad_prompts_too_long_line():
     i = [i for i, (want, _) in enumerate(gen.CASES) if want == "too_long"][0]
     rows = {r["index"]: r for r in _split((DATA / "bad_prompts.jsonl").read_bytes())}
     reason = parse_record(rows[i], MAX)["reason"]
-    if not reason.startswith("too_long"):
-        pytest.xfail(
-            f"known bug: raw truncated to 2000 chars before parsing, so too_long reads as {reason!r}"
-        )
+    assert reason.startswith("too_long"), reason
 
 
 def test_encode_decode_roundtrip():

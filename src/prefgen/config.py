@@ -187,22 +187,22 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
     if overrides:
         bad = [o for o in overrides if "=" not in o]
         if bad:
-            raise ConfigError(f"override {bad[0]!r} is not key=value")
+            raise ConfigError(f"command-line override {bad[0]!r} is not key=value")
         for override in overrides:
             merged = _apply_override(merged, override)
     missing = sorted(_missing_keys(merged))
     if missing:
         raise ConfigError(f"{path}: missing required value(s): {', '.join(missing)}")
     cfg: PipelineConfig = OmegaConf.to_object(merged)
-    _validate(cfg, str(path))
+    _validate(cfg, f"{path} (with command-line overrides)" if overrides else str(path))
     return cfg
 
 
 def _merge(base, other, origin: str):
     try:
         return OmegaConf.merge(base, other)
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None) or "?"
+    except (OmegaConfBaseException, TypeError) as exc:  # TypeError: e.g. a YAML list at top level
+        key = getattr(exc, "full_key", None) or "<top level>"
         reason = str(exc).splitlines()[0]
         raise ConfigError(f"{origin}: key '{key}': {reason}") from None
 

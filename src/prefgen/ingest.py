@@ -15,18 +15,23 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prefgen.rows import encode_batch, new_row, reject, stable_hash
+from prefgen.rows import MAX_RAW_CHARS, encode_batch, new_row, reject, stable_hash
 
 ROLES = ("system", "user", "assistant")
 
 
-def split_records(batch: dict[str, Any], fmt: str) -> pa.Table:
-    """Whole input files (bytes + path) -> one raw record per line/row. Bad UTF-8 is kept for validation."""
+def split_records(batch: dict[str, Any], fmt: str, rows_per_block: int) -> Iterator[pa.Table]:
+    """Whole input files (bytes + path) -> one raw record per line/row, in blocks of `rows_per_block`.
+
+    Small blocks are what lets the model stages overlap: a file read as one block would pass
+    through every model pool one after another. Bad UTF-8 is kept here and rejected later.
+    """
     rows = []
     for data, path in zip(batch["bytes"], batch["path"]):
         kind = fmt if fmt != "auto" else ("parquet" if str(path).endswith(".parquet") else "jsonl")
@@ -57,7 +62,8 @@ def split_records(batch: dict[str, Any], fmt: str) -> pa.Table:
                     )
                     continue
                 rows.append(new_row(str(path), i, text))
-    return encode_batch(rows)
+    for start in range(0, len(rows), rows_per_block):
+        yield encode_batch(rows[start : start + rows_per_block])
 
 
 def parse_record(row: dict[str, Any], max_prompt_chars: int) -> dict[str, Any]:
@@ -67,7 +73,7 @@ def parse_record(row: dict[str, Any], max_prompt_chars: int) -> dict[str, Any]:
     try:
         record = json.loads(row["raw"])
     except json.JSONDecodeError as exc:
-        return reject(row, "ingest", f"bad_json: {exc.msg} at column {exc.colno}")
+        return reject(row, "ingest", f"bad_json: {exc.msg} (column {exc.colno})")
     if not isinstance(record, dict):
         return reject(row, "ingest", f"not_an_object: got {type(record).__name__}")
     messages, error = _messages(record)
@@ -89,6 +95,7 @@ def parse_record(row: dict[str, Any], max_prompt_chars: int) -> dict[str, Any]:
             row, "ingest", f"too_long: {chars} chars > ingest.max_prompt_chars={max_prompt_chars}"
         )
     row["messages"] = messages
+    row["raw"] = row["raw"][:MAX_RAW_CHARS]  # parsed: keep only a preview for later rejects
     row["domain"] = str(record["domain"]) if record.get("domain") is not None else "general"
     row["reference"] = str(record["reference"]) if record.get("reference") is not None else None
     row["meta"] = {

@@ -156,7 +156,14 @@ def build_dataset(
     ds = ray.data.read_binary_files(
         paths, filesystem=storage.arrow_filesystem(in_fs), include_paths=True, ray_remote_args=light
     )
-    ds = ds.map_batches(partial(split_records, fmt=cfg.input.format), batch_size=1, **light)
+    block_rows = min(
+        [m.batch_size for m in cfg.generate.models] + [j.model.batch_size for j in cfg.judge.llm]
+    )
+    ds = ds.map_batches(
+        partial(split_records, fmt=cfg.input.format, rows_per_block=block_rows),
+        batch_size=1,
+        **light,
+    )
     if cfg.limit:
         ds = ds.limit(cfg.limit)
     ds = ds.map_batches(

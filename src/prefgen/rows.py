@@ -47,7 +47,7 @@ def new_row(source: str, index: int, raw: str) -> dict[str, Any]:
         "status": "ok",
         "stage": None,
         "reason": None,
-        "raw": raw[:MAX_RAW_CHARS],
+        "raw": raw,  # whole until parsed; only the rejects table truncates it
         "messages": [],
         "domain": None,
         "reference": None,

@@ -17,7 +17,7 @@ import pyarrow as pa
 from ray.data import Datasink
 
 from prefgen import storage
-from prefgen.rows import decode_batch
+from prefgen.rows import MAX_RAW_CHARS, decode_batch
 from prefgen.schema import PAIR_SCHEMA, REJECT_SCHEMA, RESPONSE_SCHEMA
 
 
@@ -65,7 +65,7 @@ def _reject(row: dict, stage: str, reason: str) -> dict:
         "index": row["index"],
         "stage": stage,
         "reason": reason,
-        "raw": row["raw"],
+        "raw": (row["raw"] or "")[:MAX_RAW_CHARS],
     }
 
 
