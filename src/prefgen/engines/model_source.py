@@ -54,6 +54,8 @@ def resolve_model(spec: str) -> ModelFiles:
 def _from_directory(path: Path, spec: str) -> ModelFiles:
     if (path / "config.json").is_file():
         return ModelFiles(str(path))
+    if (path / "model" / "config.json").is_file():  # packages that ship the HF dir as model/
+        return ModelFiles(str(path / "model"))
     ggufs = sorted(p.name for p in path.glob("*.gguf"))
     if len(ggufs) == 1:
         return ModelFiles(str(path), ggufs[0])
