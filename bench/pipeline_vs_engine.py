@@ -309,7 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; >0 seeded sampling (same seeds both sides)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (bare) = num_cpus of the pipeline's actor")
-    ap.add_argument("--ray-cpus", type=int, default=2)
+    ap.add_argument(
+        "--ray-cpus",
+        type=int,
+        default=None,
+        help="logical CPUs for ray.init; default threads + 1 (see 'Ray CPUs' in bench/README.md)",
+    )
     ap.add_argument("--target", type=float, default=0.85)
     ap.add_argument("--mem-n", type=int, default=24, help="prompts for the small memory run (the big one is x --mem-factor)")
     ap.add_argument("--mem-factor", type=int, default=10)
@@ -322,6 +327,16 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
+    from prefgen.pipeline import LIGHT_TASK_CPUS
+
+    # The generator actor reserves --threads CPUs; the pipeline's light stages (read, validate,
+    # score, pair, write) each need LIGHT_TASK_CPUS more. With ray.init(num_cpus=2) and a
+    # num_cpus=2 actor the read task never schedules and the run hangs (no error), so the
+    # default gives Ray one logical CPU of headroom: the physical cores are still shared.
+    if args.ray_cpus is None:
+        args.ray_cpus = args.threads + 1
+    if args.ray_cpus < args.threads + LIGHT_TASK_CPUS:
+        ap.error(f"--ray-cpus {args.ray_cpus} < --threads {args.threads} + {LIGHT_TASK_CPUS}: the pipeline would hang")
     workdir = Path(tempfile.mkdtemp(prefix="prefgen-bench-"))
     log(f"starting Ray (num_cpus={args.ray_cpus}); scratch {workdir}")
     ray.init(num_cpus=args.ray_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
@@ -330,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     res: dict = {
         "bench": "pipeline_vs_engine",
         "argv": sys.argv[1:],
+        "ray_num_cpus": args.ray_cpus,
+        "threads": args.threads,
         "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__},
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

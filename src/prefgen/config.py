@@ -153,6 +153,29 @@ class PairingConfig:
 
 
 @dataclass
+class FilterConfig:
+    """Optional online filter of pairs (prefgen.filtering)."""
+
+    kind: str = field(default="none", metadata={"help": "none | reward_model"})
+    url: str | None = field(
+        default=None,
+        metadata={"help": "Reward endpoint base URL (POST /v1/score); None: local pool."},
+    )
+    model: str | None = field(
+        default=None, metadata={"help": "Reward model dir/URL for the local pool."}
+    )
+    min_margin: float = field(default=0.0, metadata={"help": "Keep pairs with RM margin > this."})
+    token_env: str | None = field(
+        default=None, metadata={"help": "Env var holding the endpoint's bearer token."}
+    )
+    batch_size: int = 32
+    concurrency: int = 1
+    num_cpus: float = 0.5
+    timeout_s: float = 30.0
+    max_retries: int = 3
+
+
+@dataclass
 class RayConfig:
     address: str | None = field(
         default=None, metadata={"help": "Cluster address; None: RAY_ADDRESS or a local Ray."}
@@ -170,6 +193,7 @@ class PipelineConfig:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     pairing: PairingConfig = field(default_factory=PairingConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
 
@@ -276,6 +300,13 @@ def _validate(cfg: PipelineConfig, origin: str) -> None:
         )
     if cfg.pairing.max_pairs_per_prompt is not None and cfg.pairing.max_pairs_per_prompt < 1:
         fail("pairing.max_pairs_per_prompt", "must be >= 1")
+    if cfg.filter.kind not in ("none", "reward_model"):
+        fail("filter.kind", f"must be none or reward_model, got {cfg.filter.kind!r}")
+    if cfg.filter.kind == "reward_model" and not (cfg.filter.url or cfg.filter.model):
+        fail(
+            "filter.url",
+            "reward_model filter needs filter.url (endpoint) or filter.model (local pool)",
+        )
     known_scores = set(score_scales(cfg))
     for name, weight in cfg.judge.weights.items():
         if name not in known_scores:

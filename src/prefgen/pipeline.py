@@ -2,7 +2,7 @@
 
     read files -> split records -> [limit] -> validate + dedup
       -> generate (one actor pool per model) -> judge (one pool per LLM judge)
-      -> verify + overall -> pair -> sink (pairs/, responses/, rejects/) -> manifest.json
+      -> verify + overall -> pair -> [reward-model filter] -> sink (pairs/, responses/, rejects/) -> manifest.json
 
 One row per prompt flows end to end, so nothing needs a shuffle and memory stays bounded.
 """
@@ -229,4 +229,15 @@ def build_dataset(
         batch_format="pyarrow",
         **light,
     )
+    if cfg.filter.kind == "reward_model":
+        from prefgen.filtering import RewardFilterStage
+
+        ds = ds.map_batches(
+            RewardFilterStage,
+            fn_constructor_kwargs={"cfg": cfg.filter},
+            batch_format="pyarrow",
+            batch_size=cfg.filter.batch_size,
+            compute=ray.data.ActorPoolStrategy(size=cfg.filter.concurrency),
+            num_cpus=cfg.filter.num_cpus,
+        )
     return ds

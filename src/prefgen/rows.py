@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from prefgen.schema import ROW_SCHEMA
 
-_JSON_COLUMNS = {"messages": list, "meta": dict, "responses": list, "pairs": list}
+_JSON_COLUMNS = {"messages": list, "meta": dict, "responses": list, "pairs": list, "dropped": list}
 MAX_RAW_CHARS = 2000
 
 
@@ -54,6 +54,7 @@ def new_row(source: str, index: int, raw: str) -> dict[str, Any]:
         "meta": {},
         "responses": [],
         "pairs": [],
+        "dropped": [],
     }
 
 

@@ -33,6 +33,7 @@ ROW_SCHEMA = pa.schema(
         ("meta", pa.string()),  # JSON object
         ("responses", pa.string()),  # JSON list of response dicts
         ("pairs", pa.string()),  # JSON list of pair dicts (after pairing)
+        ("dropped", pa.string()),  # JSON list of {pair_id, reason}: pairs a filter removed
     ]
 )
 
@@ -52,6 +53,7 @@ PAIR_SCHEMA = pa.schema(
         ("judge", pa.string()),
         ("strategy", pa.string()),
         ("meta", pa.string()),  # JSON: samples, system prompts, per-score breakdown, prompt meta
+        ("rm_margin", pa.float64()),  # reward-model margin, when the reward_model filter ran
     ]
 )
 
@@ -81,7 +83,7 @@ REJECT_SCHEMA = pa.schema(
         ("id", pa.string()),
         ("source", pa.string()),
         ("index", pa.int64()),
-        ("stage", pa.string()),  # ingest | generate | pair
+        ("stage", pa.string()),  # ingest | pair | filter
         ("reason", pa.string()),
         ("raw", pa.string()),
     ]

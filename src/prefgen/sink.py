@@ -73,6 +73,7 @@ def shard_counts(rows: list[dict]) -> dict[str, Any]:
     """Counts one shard contributes to the manifest (pure)."""
     rejected = Counter()
     no_pair = Counter()
+    filtered = Counter()
     models: dict[str, Counter] = {}
     prompts_ok = 0
     for row in rows:
@@ -82,6 +83,8 @@ def shard_counts(rows: list[dict]) -> dict[str, Any]:
         prompts_ok += 1
         if not row["pairs"]:
             no_pair[row["reason"]] += 1
+        for dropped in row.get("dropped") or []:
+            filtered[dropped["reason"].split(" ")[0]] += 1
         for r in row["responses"]:
             m = models.setdefault(r["model"], Counter())
             m["responses"] += 1
@@ -95,30 +98,28 @@ def shard_counts(rows: list[dict]) -> dict[str, Any]:
         "pairs": sum(len(r["pairs"]) for r in rows if r["status"] == "ok"),
         "rejected_by_reason": dict(rejected),
         "no_pair_by_reason": dict(no_pair),
+        "filtered_by_reason": dict(filtered),
         "models": {k: dict(v) for k, v in models.items()},
     }
 
 
+_SUMMED = ("records_in", "prompts_ok", "responses", "pairs")
+_BY_REASON = ("rejected_by_reason", "no_pair_by_reason", "filtered_by_reason")
+
+
 def merge_counts(parts: list[dict]) -> dict[str, Any]:
-    total: dict[str, Any] = {
-        "records_in": 0,
-        "prompts_ok": 0,
-        "responses": 0,
-        "pairs": 0,
-        "rejected_by_reason": Counter(),
-        "no_pair_by_reason": Counter(),
-        "models": {},
-    }
+    total: dict[str, Any] = {key: 0 for key in _SUMMED}
+    reasons = {key: Counter() for key in _BY_REASON}
+    models: dict[str, Counter] = {}
     for p in parts:
-        for key in ("records_in", "prompts_ok", "responses", "pairs"):
+        for key in _SUMMED:
             total[key] += p[key]
-        total["rejected_by_reason"].update(p["rejected_by_reason"])
-        total["no_pair_by_reason"].update(p["no_pair_by_reason"])
+        for key in _BY_REASON:
+            reasons[key].update(p.get(key, {}))
         for name, m in p["models"].items():
-            total["models"].setdefault(name, Counter()).update(m)
-    total["rejected_by_reason"] = dict(total["rejected_by_reason"])
-    total["no_pair_by_reason"] = dict(total["no_pair_by_reason"])
-    total["models"] = {k: dict(v) for k, v in total["models"].items()}
+            models.setdefault(name, Counter()).update(m)
+    total.update({key: dict(c) for key, c in reasons.items()})
+    total["models"] = {k: dict(v) for k, v in models.items()}
     return total
 
 
