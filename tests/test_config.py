@@ -68,7 +68,10 @@ def test_quickstart_loads_typed():
     assert cfg.judge.weights == {"coig_p": 1.0, "math": 1.0}
     declared_pairing = yaml.safe_load(QUICKSTART.read_text())["pairing"]
     assert cfg.pairing.strategy == declared_pairing["strategy"]
-    assert isinstance(cfg.pairing.min_margin, float) and cfg.pairing.min_margin == declared_pairing["min_margin"]
+    assert (
+        isinstance(cfg.pairing.min_margin, float)
+        and cfg.pairing.min_margin == declared_pairing["min_margin"]
+    )
 
 
 def test_overrides_apply():

@@ -21,12 +21,41 @@ def main(argv: list[str] | None = None) -> int:
     )
     status_p = sub.add_parser("status", help="show a run's manifest summary")
     status_p.add_argument("output")
+    # --- reward model: train-rm, eval-rm ---
+    train_p = sub.add_parser(
+        "train-rm", help="train a reward model: prefgen train-rm CONFIG [key=value ...]"
+    )
+    train_p.add_argument("config", help="e.g. pipelines/reward.yaml")
+    train_p.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. data.path=RUN_DIR output.path=DIR"
+    )
+    eval_p = sub.add_parser("eval-rm", help="evaluate a reward model on preference pairs")
+    eval_p.add_argument("--model", required=True, help="saved reward model dir (path or URL)")
+    eval_p.add_argument("--data", required=True, help="pairs: run dir, file, dir or glob (URL)")
+    eval_p.add_argument("--out", default="rm-eval", help="where eval.json/eval.png go")
+    # --- end reward model ---
+    # --- serve: the reward model over HTTP (prefgen.serve) ---
+    serve_p = sub.add_parser("serve", help="serve a reward model over HTTP with Ray Serve")
+    serve_p.add_argument("--model", required=True, help="saved reward model dir (path or URL)")
+    serve_p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen beyond here")
+    serve_p.add_argument("--port", type=int, default=8000)
+    serve_p.add_argument("--replicas", type=int, default=1, help="model replicas")
+    serve_p.add_argument("--token-env", help="env var holding a bearer token to require")
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        from prefgen.serve import serve_command
+
+        return serve_command(args.model, args.host, args.port, args.replicas, args.token_env)
+    # --- end serve ---
 
     if args.command == "run":
         return _run(args.config, args.overrides)
     if args.command == "status":
         return _status(args.output)
+    if args.command == "train-rm":
+        return _train_rm(args.config, args.overrides)
+    if args.command == "eval-rm":
+        return _eval_rm(args.model, args.data, args.out)
     return 2
 
 
@@ -81,6 +110,54 @@ def _status(output: str) -> int:
     print(
         json.dumps({"started_at": manifest["started_at"], "finished_at": manifest["finished_at"]})
     )
+    return 0
+
+
+def _train_rm(config_path: str, overrides: list[str]) -> int:
+    from prefgen.reward.train import load_reward_config, train
+
+    try:
+        cfg = load_reward_config(config_path, overrides)
+    except ConfigError as exc:
+        print(f"prefgen: config error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = train(cfg)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"prefgen: {exc}", file=sys.stderr)
+        return 2
+    accuracy = result.get("eval_accuracy")
+    print(
+        f"\nprefgen train-rm '{cfg.name}' finished in {result['seconds']:.0f}s\n"
+        f"  pairs           {result['n_train']} train, {result['n_eval']} held out\n"
+        f"  steps           {result['steps']}/{result['total_steps']}"
+        f" (resumed from {result['resumed_from_step']})\n"
+        f"  held-out acc    {'-' if accuracy is None else f'{accuracy:.3f}'}\n"
+        f"  model           {result['model']}"
+    )
+    return 0
+
+
+def _eval_rm(model: str, data: str, out: str) -> int:
+    from prefgen.reward.evaluate import evaluate
+
+    try:
+        result = evaluate(model, data, out)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"prefgen: {exc}", file=sys.stderr)
+        return 2
+    lines = [
+        f"prefgen eval-rm: {result['n_pairs']} pairs in {result['seconds']:.0f}s",
+        f"  accuracy        {result['accuracy']:.3f}",
+        f"  ECE             {result['ece']:.3f}",
+        f"  mean margin     {result['mean_margin']:.3f}",
+    ]
+    for domain, m in result["per_domain"].items():
+        lines.append(f"  domain {domain:<12} {m['n']:>5} pairs  accuracy {m['accuracy']:.3f}")
+    if result["skipped"]:
+        lines.append(f"  skipped rows    {result['skipped']}")
+    lines.append(f"  report          {out}/eval.json, {out}/eval.png")
+    print("\n".join(lines))
     return 0
 
 

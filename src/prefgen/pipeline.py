@@ -154,7 +154,10 @@ def build_dataset(
 
     light = {"num_cpus": LIGHT_TASK_CPUS}
     ds = ray.data.read_binary_files(
-        paths, filesystem=storage.arrow_filesystem(in_fs), include_paths=True, num_cpus=LIGHT_TASK_CPUS
+        paths,
+        filesystem=storage.arrow_filesystem(in_fs),
+        include_paths=True,
+        num_cpus=LIGHT_TASK_CPUS,
     )
     block_rows = min(
         [m.batch_size for m in cfg.generate.models] + [j.model.batch_size for j in cfg.judge.llm]

@@ -35,33 +35,53 @@ import json
 import logging
 import math
 import os
+import signal
+import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 from ray import serve
 from ray.serve.config import BackpressureConfig
 
-from prefgen.filtering import filter_decision
 from prefgen.reward.model import (
+    META_FILE,
     WEIGHTS_FILE,
     conversation_text,
     load_reward_model,
     local_copy,
     score,
 )
+from prefgen.serve_api import (
+    CompareRequest,
+    CompareResponse,
+    FilterRequest,
+    FilterResponse,
+    OpenRLHFRequest,
+    OpenRLHFResponse,
+    RankRequest,
+    RankResponse,
+    ScoreRequest,
+    ScoreResponse,
+    check_limits,
+    filter_result,
+    prompt_texts,
+    prompt_value,
+    rank_order,
+    sigmoid,
+)
 
 logger = logging.getLogger(__name__)
 
 API_VERSION = "v1"
-OPEN_PATHS = ("/healthz", "/readyz")  # never behind the token: probes must not need secrets
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -115,7 +135,9 @@ class ServeConfig:
     graceful_shutdown_timeout_s: float = Field(
         default=30.0, gt=0, description="Keep above the p99 request latency."
     )
-    health_check_period_s: float = Field(default=10.0, gt=0)
+    health_check_period_s: float = Field(
+        default=10.0, gt=0, description="Serve calls check_health (a forward pass) this often."
+    )
 
     @field_validator("storage_options", "autoscaling", "runtime_env", mode="before")
     @classmethod
@@ -153,143 +175,6 @@ class ServeConfig:
         return options
 
 
-# -- request and response bodies -------------------------------------------------------------
-
-Text = Annotated[str, StringConstraints(min_length=1)]
-
-
-class Message(BaseModel):
-    role: Text
-    content: Text
-
-
-Prompt = Text | Annotated[list[Message], Field(min_length=1)]
-
-
-class ScoreItem(BaseModel):
-    prompt: Prompt
-    response: Text
-
-
-class ScoreRequest(BaseModel):
-    items: list[ScoreItem] = Field(min_length=1)
-
-
-class ScoreResponse(BaseModel):
-    rewards: list[float]
-    aspects: list[list[float]] | None = Field(
-        default=None, description="Per-aspect predictions (models with aspect heads only)."
-    )
-    aspect_names: list[str] | None = None
-    model: str
-
-
-class CompareRequest(BaseModel):
-    prompt: Prompt
-    a: Text
-    b: Text
-
-
-class CompareResponse(BaseModel):
-    reward_a: float
-    reward_b: float
-    margin: float = Field(description="reward_a - reward_b")
-    p_a_beats_b: float = Field(description="Bradley-Terry: sigmoid(margin)")
-    model: str
-
-
-class RankRequest(BaseModel):
-    prompt: Prompt
-    responses: list[Text] = Field(min_length=1)
-
-
-class RankResponse(BaseModel):
-    scores: list[float]
-    order: list[int] = Field(description="Indices into responses, best first.")
-    model: str
-
-
-class FilterPair(BaseModel):
-    prompt: Prompt
-    chosen: Text
-    rejected: Text
-
-
-class FilterRequest(BaseModel):
-    pairs: list[FilterPair] = Field(min_length=1)
-    min_margin: float = Field(default=0.0, ge=0, description="Keep iff margin > min_margin.")
-
-
-class FilterResult(BaseModel):
-    keep: bool
-    margin: float = Field(description="reward(chosen) - reward(rejected)")
-    reason: Literal["inverted", "below_min_margin"] | None
-
-
-class FilterResponse(BaseModel):
-    results: list[FilterResult]
-    kept: int
-    model: str
-
-
-class OpenRLHFRequest(BaseModel):
-    """OpenRLHF's remote RM body. `prompts` and `labels` are accepted and not used: a query is
-    scored as one whole text (empty prompt), since a chat-templated query splits unreliably."""
-
-    query: list[Text] = Field(min_length=1)
-    prompts: list[str] | None = None
-    labels: list[Any] | None = None
-
-
-class OpenRLHFResponse(BaseModel):
-    rewards: list[float]
-    model: str
-
-
-# -- pure helpers ----------------------------------------------------------------------------
-
-
-def sigmoid(x: float) -> float:
-    return 0.5 * (1.0 + math.tanh(x / 2.0))  # no overflow for large |x|
-
-
-def rank_order(scores: list[float]) -> list[int]:
-    """Indices best first; ties keep input order."""
-    return sorted(range(len(scores)), key=lambda i: -scores[i])
-
-
-def filter_result(margin: float, min_margin: float) -> dict:
-    """The same decision as the pipeline's reward filter (prefgen.filtering)."""
-    why = filter_decision(margin, min_margin)
-    return {
-        "keep": why is None,
-        "margin": margin,
-        "reason": None if why is None else why.removeprefix("rm_"),
-    }
-
-
-def check_limits(
-    scored: int, texts: list[tuple[tuple, str]], max_items: int, max_chars: int
-) -> None:
-    """413 when a request scores more than max_items texts; 422 (FastAPI's error shape) when any
-    text is longer than max_chars. `texts` holds (location in the body, text) pairs."""
-    if scored > max_items:
-        raise HTTPException(
-            413, f"request has {scored} texts to score; the limit is {max_items} per request"
-        )
-    errors = [
-        {
-            "loc": ["body", *loc],
-            "msg": f"text has {len(text)} characters; the limit is {max_chars}",
-            "type": "string_too_long",
-        }
-        for loc, text in texts
-        if len(text) > max_chars
-    ]
-    if errors:
-        raise HTTPException(422, errors)
-
-
 def model_version(url: str, storage_options: dict | None = None) -> str:
     """`name@sha256[:12]` of the weights: the same bytes give the same id on every replica."""
     directory = Path(local_copy(url, storage_options))
@@ -304,7 +189,7 @@ def model_version(url: str, storage_options: dict | None = None) -> str:
 
 
 def create_api(scorer: RewardServer, cfg: ServeConfig, token: str | None) -> FastAPI:
-    """The FastAPI app of one replica; `scorer` supplies `score`, `ready` and the model id."""
+    """The FastAPI app of one replica; `scorer` supplies `score_pairs`, `ready`, `model_id`."""
     app = FastAPI(
         title="prefgen reward model",
         version=API_VERSION,
@@ -313,8 +198,6 @@ def create_api(scorer: RewardServer, cfg: ServeConfig, token: str | None) -> Fas
     bearer = HTTPBearer(auto_error=False)
 
     def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)):
-        if token is None:
-            return
         given = credentials.credentials.encode() if credentials else b""
         if not hmac.compare_digest(given, token.encode()):
             raise HTTPException(
@@ -367,11 +250,11 @@ def create_api(scorer: RewardServer, cfg: ServeConfig, token: str | None) -> Fas
     async def score_items(body: ScoreRequest):
         texts = []
         for i, item in enumerate(body.items):
-            texts += _prompt_texts(("items", i, "prompt"), item.prompt)
+            texts += prompt_texts(("items", i, "prompt"), item.prompt)
             texts.append((("items", i, "response"), item.response))
         limits(len(body.items), texts)
         rewards, aspects = await scorer.score_pairs(
-            [_prompt_value(item.prompt) for item in body.items],
+            [prompt_value(item.prompt) for item in body.items],
             [item.response for item in body.items],
         )
         return {
@@ -383,8 +266,8 @@ def create_api(scorer: RewardServer, cfg: ServeConfig, token: str | None) -> Fas
 
     @router.post("/v1/compare", response_model=CompareResponse)
     async def compare(body: CompareRequest):
-        limits(2, [*_prompt_texts(("prompt",), body.prompt), (("a",), body.a), (("b",), body.b)])
-        prompt = _prompt_value(body.prompt)
+        limits(2, [*prompt_texts(("prompt",), body.prompt), (("a",), body.a), (("b",), body.b)])
+        prompt = prompt_value(body.prompt)
         (reward_a, reward_b), _aspects = await scorer.score_pairs(
             [prompt, prompt], [body.a, body.b]
         )
@@ -401,10 +284,10 @@ def create_api(scorer: RewardServer, cfg: ServeConfig, token: str | None) -> Fas
     async def rank(body: RankRequest):
         limits(
             len(body.responses),
-            _prompt_texts(("prompt",), body.prompt)
+            prompt_texts(("prompt",), body.prompt)
             + [(("responses", i), r) for i, r in enumerate(body.responses)],
         )
-        prompt = _prompt_value(body.prompt)
+        prompt = prompt_value(body.prompt)
         scores, _aspects = await scorer.score_pairs([prompt] * len(body.responses), body.responses)
         return {"scores": scores, "order": rank_order(scores), "model": scorer.model_id}
 
@@ -412,12 +295,12 @@ def create_api(scorer: RewardServer, cfg: ServeConfig, token: str | None) -> Fas
     async def filter_pairs(body: FilterRequest):
         texts = []
         for i, p in enumerate(body.pairs):
-            texts += _prompt_texts(("pairs", i, "prompt"), p.prompt)
+            texts += prompt_texts(("pairs", i, "prompt"), p.prompt)
             texts += [(("pairs", i, "chosen"), p.chosen), (("pairs", i, "rejected"), p.rejected)]
         limits(2 * len(body.pairs), texts)
         prompts, responses = [], []
         for p in body.pairs:
-            prompt = _prompt_value(p.prompt)
+            prompt = prompt_value(p.prompt)
             prompts += [prompt, prompt]
             responses += [p.chosen, p.rejected]
         rewards, _aspects = await scorer.score_pairs(prompts, responses)
@@ -439,17 +322,6 @@ def create_api(scorer: RewardServer, cfg: ServeConfig, token: str | None) -> Fas
 
     app.include_router(router)
     return app
-
-
-def _prompt_value(prompt) -> str | list[dict]:
-    return prompt if isinstance(prompt, str) else [m.model_dump() for m in prompt]
-
-
-def _prompt_texts(loc: tuple, prompt) -> list[tuple[tuple, str]]:
-    """The texts of a prompt for the length check: the string, or each message's content."""
-    if isinstance(prompt, str):
-        return [(loc, prompt)]
-    return [((*loc, j, "content"), m.content) for j, m in enumerate(prompt)]
 
 
 # -- the deployment --------------------------------------------------------------------------
@@ -543,6 +415,10 @@ def build_app(args: dict) -> Any:
     return build(ServeConfig(**args))
 
 
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run_server(cfg: ServeConfig, name: str = "prefgen-rm") -> None:
     """Start Ray (local unless RAY_ADDRESS is set) and Serve on cfg.host:cfg.port; block until
     Ctrl-C, then shut Serve down."""
@@ -553,6 +429,10 @@ def run_server(cfg: ServeConfig, name: str = "prefgen-rm") -> None:
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     serve.run(build(cfg), name=name, route_prefix="/")
     print(f"prefgen reward model at http://{cfg.host}:{cfg.port}  (docs: /docs; Ctrl-C stops)")
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (kill, a container stop) shuts down as cleanly as Ctrl-C
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with `&`
     try:
         while True:
             time.sleep(3600)
@@ -560,3 +440,23 @@ def run_server(cfg: ServeConfig, name: str = "prefgen-rm") -> None:
         pass
     finally:
         serve.shutdown()
+
+
+def serve_command(model: str, host: str, port: int, replicas: int, token_env: str | None) -> int:
+    """`prefgen serve`: exit status 2 on a bad option, else serve until Ctrl-C."""
+    if token_env and not os.environ.get(token_env):
+        # the local Ray started here passes this process's environment on to the replicas
+        print(f"prefgen: --token-env {token_env}: that variable is not set", file=sys.stderr)
+        return 2
+    try:
+        cfg = ServeConfig(
+            model=model, host=host, port=port, num_replicas=replicas, auth_token_env=token_env
+        )
+    except ValueError as exc:
+        print(f"prefgen: {exc}", file=sys.stderr)
+        return 2
+    if "://" not in model and not (Path(model) / META_FILE).is_file():
+        print(f"prefgen: {model} is not a saved prefgen reward model", file=sys.stderr)
+        return 2
+    run_server(cfg)
+    return 0

