@@ -133,3 +133,21 @@ def test_list_files_skips_hidden_and_temp_files(tmp_path):
     assert [f.rsplit("/", 1)[-1] for f in found] == ["a.jsonl", "b.parquet"]
     with pytest.raises(FileNotFoundError):
         storage.list_files(str(tmp_path / "missing.jsonl"))
+
+
+def test_filtered_pairs_land_in_rejects_with_the_pair_itself():
+    import json
+
+    row = _row("p1", pairs=[_pair("p1")])
+    row["dropped"] = [
+        {
+            "pair_id": "p1-2",
+            "reason": "rm_inverted (rm margin -0.5 <= 0)",
+            "pair": {"id": "p1-2", "rm_margin": -0.5},
+        }
+    ]
+    tables = split_tables([row])
+    (rejected,) = [r for r in tables["rejects"] if r["stage"] == "filter"]
+    assert rejected["id"] == "p1-2" and rejected["reason"].startswith("rm_inverted")
+    assert json.loads(rejected["raw"])["rm_margin"] == -0.5
+    assert shard_counts([row])["filtered_by_reason"] == {"rm_inverted": 1}

@@ -4,7 +4,8 @@
 and keeps the pair iff r_chosen - r_rejected > filter.min_margin. The reward model is reached
 over HTTP (`filter.url`: prefgen's Ray Serve endpoint, POST /v1/score) or, with no URL, loaded
 into an in-pipeline actor pool from `filter.model`. Kept pairs carry the margin as `rm_margin`;
-dropped pairs become rejects (stage `filter`, reason `rm_inverted` or `rm_below_min_margin`).
+dropped pairs become rejects (stage `filter`, reason `rm_inverted` or `rm_below_min_margin`,
+the pair itself as JSON in `raw`, so nothing is lost).
 
 Input columns: prompt rows with `pairs`. Output: the same rows, `pairs` filtered, `dropped`
 listing what was removed and why.
@@ -50,6 +51,7 @@ def apply_filter(rows: list[dict], rewards: list[float], min_margin: float) -> N
                     {
                         "pair_id": pair["id"],
                         "reason": f"{why} (rm margin {margin:.3f} <= {max(min_margin, 0.0):g})",
+                        "pair": {**pair, "rm_margin": margin},  # kept whole in rejects/ (raw)
                     }
                 )
         row["pairs"] = kept

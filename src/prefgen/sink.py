@@ -32,6 +32,13 @@ def split_tables(rows: list[dict]) -> dict[str, list[dict]]:
             out["pairs"].append(
                 {**pair, "meta": json.dumps(pair["meta"], ensure_ascii=False, default=str)}
             )
+        for dropped in row.get("dropped") or []:  # removed by a filter: the whole pair kept in raw
+            record = _reject(row, "filter", dropped["reason"])
+            record.update(
+                id=dropped["pair_id"],
+                raw=json.dumps(dropped.get("pair"), ensure_ascii=False, default=str),
+            )
+            out["rejects"].append(record)
         for r in row["responses"]:
             out["responses"].append(
                 {
