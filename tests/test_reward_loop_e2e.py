@@ -6,9 +6,9 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 import requests
+from conftest import QUICKSTART, free_port, tiny_overrides
 from reward.topic_pairs import topic_pair_rows, write_pairs
 
-from conftest import QUICKSTART, free_port, tiny_overrides
 from prefgen.config import load_config
 from prefgen.manifest import read_manifest, shard_urls
 from prefgen.pipeline import run
