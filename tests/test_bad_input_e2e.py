@@ -20,7 +20,7 @@ import yaml
 from prefgen.cli import main
 from prefgen.config import load_config
 from prefgen.ingest import parse_record, split_records
-from prefgen.manifest import read_manifest, shard_urls
+from prefgen.manifest import read_manifest, read_rows
 from prefgen.rows import decode_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,13 +79,6 @@ def _good_ids(rejects: list[dict]) -> dict[int, str]:
     return {i: ids[i] for i in [*GOOD, DUP] if i != loser}
 
 
-def _read(url: str, manifest: dict, table: str) -> list[dict]:
-    rows = []
-    for shard in shard_urls(url, manifest, table):
-        rows.extend(pq.read_table(shard).to_pylist())
-    return rows
-
-
 @pytest.fixture(scope="module")
 def bad_run(ray_session, tmp_path_factory):
     from prefgen.pipeline import run
@@ -114,7 +107,7 @@ def bad_run(ray_session, tmp_path_factory):
     result = run(cfg)
     seconds = time.perf_counter() - t0
     manifest = read_manifest(str(out))
-    tables = {t: _read(str(out), manifest, t) for t in ("pairs", "responses", "rejects")}
+    tables = {t: read_rows(str(out), manifest, t) for t in ("pairs", "responses", "rejects")}
     return SimpleNamespace(out=out, result=result, manifest=manifest, seconds=seconds, **tables)
 
 

@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import json
 
-import pyarrow.parquet as pq
 import pytest
 from conftest import PROMPTS, QUICKSTART, tiny_overrides
 
 from prefgen.config import load_config
-from prefgen.manifest import read_manifest, shard_urls
+from prefgen.manifest import read_manifest, read_rows, shard_urls
 from prefgen.pipeline import OutputExists, run
 
 pytestmark = pytest.mark.e2e
 
 LIMIT = 6
-
-
-def _read(url: str, manifest: dict, table: str, fs=None) -> list[dict]:
-    rows = []
-    for shard in shard_urls(url, manifest, table):
-        rows.extend(
-            pq.read_table(shard.replace("s3://", ""), filesystem=fs).to_pylist()
-            if fs
-            else pq.read_table(shard).to_pylist()
-        )
-    return rows
 
 
 def _input_ids(limit: int) -> list[str]:
@@ -78,7 +66,7 @@ def test_quickstart_trimmed_local(ray_session, tmp_path):
     manifest = read_manifest(str(out))
     assert manifest == json.loads(json.dumps(result.manifest, default=str))
     pairs, responses, rejects = (
-        _read(str(out), manifest, t) for t in ("pairs", "responses", "rejects")
+        read_rows(str(out), manifest, t) for t in ("pairs", "responses", "rejects")
     )
     _check_run(manifest, pairs, responses, rejects)
     assert manifest["config_hash"] and manifest["input"]["fingerprint"] and manifest["code_version"]
@@ -108,6 +96,6 @@ def test_quickstart_trimmed_on_s3(ray_session, s3_server):
     assert fs.exists("prefgen-test/runs/qs/manifest.json")
     assert not [p for p in fs.find("prefgen-test/runs/qs") if "/.tmp" in p]
     pairs, responses, rejects = (
-        _read(out, manifest, t, fs) for t in ("pairs", "responses", "rejects")
+        read_rows(out, manifest, t) for t in ("pairs", "responses", "rejects")
     )
     _check_run(manifest, pairs, responses, rejects)

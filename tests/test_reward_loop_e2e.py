@@ -3,14 +3,13 @@ a pipeline whose filter stage calls the served endpoint and drops the pairs it c
 
 from __future__ import annotations
 
-import pyarrow.parquet as pq
 import pytest
 import requests
 from conftest import QUICKSTART, free_port, tiny_overrides
 from reward.topic_pairs import topic_pair_rows, write_pairs
 
 from prefgen.config import load_config
-from prefgen.manifest import read_manifest, shard_urls
+from prefgen.manifest import read_manifest, read_rows
 from prefgen.pipeline import run
 
 pytestmark = pytest.mark.e2e
@@ -20,13 +19,6 @@ LIMIT = 6
 SMALL = [f"generate.models.{i}.num_cpus=0.25" for i in range(3)] + [
     "judge.llm.0.model.num_cpus=0.25"
 ]
-
-
-def _table(url: str, manifest: dict, name: str) -> list[dict]:
-    rows = []
-    for shard in shard_urls(url, manifest, name):
-        rows.extend(pq.read_table(shard).to_pylist())
-    return rows
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +99,8 @@ def test_pipeline_filter_drops_exactly_the_pairs_the_served_model_calls_inverted
     ]
     run(load_config(QUICKSTART, overrides))
     manifest = read_manifest(str(out))
-    kept = _table(str(out), manifest, "pairs")
-    dropped = [r for r in _table(str(out), manifest, "rejects") if r["stage"] == "filter"]
+    kept = read_rows(str(out), manifest, "pairs")
+    dropped = [r for r in read_rows(str(out), manifest, "rejects") if r["stage"] == "filter"]
     assert kept or dropped, "the run must have produced pairs for the filter to judge"
     # each decision agrees with the served model's own margin for that pair
     judged = [(p, True) for p in kept] + [(json.loads(r["raw"]), False) for r in dropped]

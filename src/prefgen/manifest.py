@@ -77,3 +77,17 @@ def read_manifest(url: str, storage_options: dict | None = None) -> dict[str, An
 
 def shard_urls(url: str, manifest: dict[str, Any], table: str) -> list[str]:
     return [storage.join(url, s["path"]) for s in manifest["shards"][table]]
+
+
+def read_rows(
+    url: str, manifest: dict[str, Any], table: str, storage_options: dict | None = None
+) -> list[dict]:
+    """Every row of one output table, read from exactly the shards the manifest lists."""
+    import pyarrow.parquet as pq
+
+    fs, _ = storage.filesystem(url, storage_options)
+    rows: list[dict] = []
+    for shard in shard_urls(url, manifest, table):
+        _, path = storage.filesystem(shard, storage_options)
+        rows.extend(pq.read_table(path, filesystem=storage.arrow_filesystem(fs)).to_pylist())
+    return rows

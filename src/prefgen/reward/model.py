@@ -132,7 +132,10 @@ def local_copy(url: str, storage_options: dict | None = None) -> str:
     from prefgen.engines.model_source import cache_root
 
     fs, path = storage.filesystem(url, storage_options)
-    target = cache_root() / "remote" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    # keyed by the URL *and* the meta file's version, so a model retrained to the same URL is fetched again
+    info = fs.info(f"{path.rstrip('/')}/{META_FILE}")
+    version = info.get("ETag") or info.get("mtime") or info.get("LastModified") or info.get("size")
+    target = cache_root() / "remote" / hashlib.sha256(f"{url}\0{version}".encode()).hexdigest()[:16]
     if not (target / META_FILE).is_file():
         target.mkdir(parents=True, exist_ok=True)
         for remote in fs.find(path):
