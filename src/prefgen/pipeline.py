@@ -9,7 +9,6 @@ One row per prompt flows end to end, so nothing needs a shuffle and memory stays
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 import uuid
@@ -29,8 +28,6 @@ from prefgen.manifest import (
     now,
     write_manifest,
 )
-
-log = logging.getLogger(__name__)
 
 # Stateless stages are cheap; they must not wait behind CPUs the model actors hold.
 LIGHT_TASK_CPUS = 0.25

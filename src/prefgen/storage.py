@@ -15,7 +15,6 @@ import os
 import tempfile
 from typing import Any
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
@@ -122,7 +121,3 @@ def read_json(fs, path: str) -> Any:
 def remove_tree(fs, path: str) -> None:
     if fs.exists(path):
         fs.rm(path, recursive=True)
-
-
-def open_url(url: str, storage_options: dict | None = None, mode: str = "rb"):
-    return fsspec.open(url, mode, **(storage_options or {}))
