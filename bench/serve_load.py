@@ -145,7 +145,7 @@ def _start_server(args) -> str:
     from ray.serve.config import HTTPOptions
 
     from prefgen.reward.model import build_reward_model, save_reward_model
-    from prefgen.serve import build_app
+    from prefgen.serve.app import build_app
 
     model_dir = args.model
     if model_dir is None:

@@ -155,7 +155,7 @@ def main() -> int:
     import ray
     from ray import serve
 
-    from prefgen.serve import ServeConfig, build
+    from prefgen.serve.app import ServeConfig, build
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

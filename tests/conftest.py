@@ -63,7 +63,9 @@ def s3_server():
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     old = os.environ.get("AWS_ENDPOINT_URL")
-    os.environ["AWS_ENDPOINT_URL"] = endpoint  # prefgen.storage passes it on to s3fs explicitly
+    os.environ["AWS_ENDPOINT_URL"] = (
+        endpoint  # prefgen.data.storage passes it on to s3fs explicitly
+    )
     yield endpoint
     server.stop()
     if old is None:

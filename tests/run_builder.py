@@ -16,9 +16,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prefgen.pairing import build_pairs
-from prefgen.rebuild import responses_to_rows
-from prefgen.schema import PAIR_SCHEMA, PAIR_SCORE_COLUMNS, REJECT_SCHEMA, RESPONSE_SCHEMA
+from prefgen.curation.rebuild import responses_to_rows
+from prefgen.data.schema import PAIR_SCHEMA, PAIR_SCORE_COLUMNS, REJECT_SCHEMA, RESPONSE_SCHEMA
+from prefgen.pairing.strategies import build_pairs
 
 MODELS = ("alpha-7b", "beta-8b", "gamma-1b")
 DOMAINS = ("math", "chat", "code")

@@ -81,7 +81,7 @@ class InputConfig:
     sources: list[SourceConfig] = field(
         default_factory=list,
         metadata={
-            "help": "A mixture of named sources with quotas (prefgen.sources); empty: every "
+            "help": "A mixture of named sources with quotas (prefgen.ingest.sources); empty: every "
             "file at input.path."
         },
     )
@@ -492,7 +492,7 @@ class PairingConfig:
 
 @dataclass
 class FilterConfig:
-    """Optional online filter of pairs (prefgen.filtering)."""
+    """Optional online filter of pairs (prefgen.pairing.reward_filter)."""
 
     kind: str = field(default="none", metadata={"help": "none | reward_model"})
     url: str | None = field(
@@ -638,7 +638,7 @@ def _validate(cfg: PipelineConfig, origin: str) -> None:
         raise ConfigError(f"{origin}: key '{key}': {msg}")
 
     from prefgen.judges.rubrics import RUBRICS
-    from prefgen.pairing import STRATEGIES
+    from prefgen.pairing.strategies import STRATEGIES
 
     _attach_custom_rubrics(cfg, fail)
     known_rubrics = sorted({*RUBRICS, *cfg.judge.rubrics})
@@ -712,7 +712,7 @@ def _validate(cfg: PipelineConfig, origin: str) -> None:
 
 
 def _validate_ingest(cfg: PipelineConfig, fail) -> None:
-    """Source mixtures and the ingest curation options (prefgen.sources, near_dup, prompt_stages)."""
+    """Source mixtures and the ingest curation options (prefgen.ingest.sources, near_dup, prompt_stages)."""
     names = [s.name for s in cfg.input.sources]
     if len(set(names)) != len(names) or not all(n.strip() for n in names):
         fail("input.sources", f"source names must be unique and non-empty, got {names}")
@@ -847,7 +847,7 @@ def _validate_judges(cfg: PipelineConfig, fail) -> None:
 
 
 def _validate_generate(gen: GenerateConfig, fail) -> None:
-    """Model subsets, principles and Verbalized Sampling (prefgen.generate)."""
+    """Model subsets, principles and Verbalized Sampling (prefgen.generate.generator)."""
     k = gen.models_per_prompt
     if k is not None and not 1 <= k <= len(gen.models):
         fail("generate.models_per_prompt", f"must be between 1 and {len(gen.models)} (models)")

@@ -14,8 +14,8 @@ import pyarrow as pa
 import pytest
 from conftest import free_port
 
-from prefgen import storage
-from prefgen.manifest import read_manifest
+from prefgen.data import storage
+from prefgen.data.manifest import read_manifest
 
 AWS_ENV = (
     "AWS_ENDPOINT_URL",

@@ -26,9 +26,9 @@ import psutil
 import pytest
 from conftest import PROMPTS, QUICKSTART, ROOT, free_port, tiny_overrides
 
-from prefgen import jobs
 from prefgen.cli import main
-from prefgen.manifest import read_manifest, read_rows
+from prefgen.data.manifest import read_manifest, read_rows
+from prefgen.run import jobs
 
 pytestmark = pytest.mark.e2e
 

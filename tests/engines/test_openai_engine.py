@@ -191,9 +191,9 @@ def test_generate_stage_on_ray_data_shares_one_budget(server, ray_session):
     ledger actor the driver opened (as the pipeline should), shared across processes."""
     import ray
 
+    from prefgen.data.rows import decode_batch, encode_batch, new_row
     from prefgen.engines.openai import open_usage_ledger
-    from prefgen.generate import GenerateStage
-    from prefgen.rows import decode_batch, encode_batch, new_row
+    from prefgen.generate.generator import GenerateStage
 
     server.reset()
     model = resolve_model(
@@ -250,8 +250,8 @@ def test_pipeline_with_an_openai_generator_records_usage(ray_session, server, tm
     from conftest import QUICKSTART, tiny_overrides
 
     from prefgen.config import load_config
-    from prefgen.manifest import read_manifest, read_rows
-    from prefgen.pipeline import run
+    from prefgen.data.manifest import read_manifest, read_rows
+    from prefgen.run.pipeline import run
 
     server.reset()
     out = tmp_path / "run"

@@ -10,6 +10,7 @@ import math
 import pytest
 
 from prefgen.config import LLMJudgeConfig, ModelConfig
+from prefgen.data.rows import encode_batch, new_row
 from prefgen.engines.vllm import (
     _fan_in,
     finish_generation_row,
@@ -25,7 +26,6 @@ from prefgen.engines.vllm import (
     vllm_logprob_steps,
     vllm_processor_kwargs,
 )
-from prefgen.rows import encode_batch, new_row
 
 
 def _model(**kw) -> ModelConfig:

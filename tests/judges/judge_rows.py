@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prefgen.rows import new_row
+from prefgen.data.rows import new_row
 
 _BASE = {
     "sample": 0,

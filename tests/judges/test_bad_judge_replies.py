@@ -1,4 +1,4 @@
-"""The bad-judge-reply corpus (tests/data/bad_judge_replies/replies.yaml) through parse_rating.
+"""The bad-judge-reply corpus (tests/fixtures/bad_judge_replies/replies.yaml) through parse_rating.
 
 A judge's reply is untrusted text: empty, cut off, out of range, self-contradicting, in words,
 or enormous. parse_rating must return the score it can trust or None, never raise, never
@@ -18,7 +18,7 @@ from conftest import ROOT
 
 from prefgen.judges.parsing import parse_rating
 
-CORPUS = ROOT / "tests" / "data" / "bad_judge_replies" / "replies.yaml"
+CORPUS = ROOT / "tests" / "fixtures" / "bad_judge_replies" / "replies.yaml"
 CASES = yaml.safe_load(CORPUS.read_text())
 
 

@@ -10,9 +10,9 @@ import json
 import pytest
 
 from prefgen.config import CodeVerifierConfig
+from prefgen.data.rows import decode_batch, encode_batch, new_row, reject
 from prefgen.judges import code_verifier
 from prefgen.judges.code_verifier import extract_code, parse_tests, verify_batch, verify_code
-from prefgen.rows import decode_batch, encode_batch, new_row, reject
 
 CFG = CodeVerifierConfig(enabled=True, wall_s=3.0, cpu_s=2, memory_mb=256, max_parallel=2)
 ADD = "def add(a, b):\n    return a + b\n"

@@ -244,10 +244,10 @@ def test_bad_rubric_definitions_name_the_key(tmp_path, judge, key, words):
 
 
 def test_judge_stage_scores_with_the_yaml_rubric(tmp_path):
+    from prefgen.data.rows import decode_batch, encode_batch
     from prefgen.judges.llm_judge import JudgeStage
     from prefgen.judges.parsing import weighted_score
     from prefgen.judges.rubrics import score_labels, score_prefix
-    from prefgen.rows import decode_batch, encode_batch
 
     cfg = load_config(_write(tmp_path, _preset_judge()))
     judge: LLMJudgeConfig = cfg.judge.llm[1]
@@ -268,8 +268,8 @@ def test_judge_stage_scores_with_the_yaml_rubric(tmp_path):
 
 
 def test_vllm_judge_requests_use_the_yaml_rubric(tmp_path):
+    from prefgen.data.rows import encode_batch
     from prefgen.engines.vllm import judge_requests
-    from prefgen.rows import encode_batch
 
     judge = load_config(_write(tmp_path, _preset_judge())).judge.llm[1]
     row = encode_batch([math_row(texts={"a": "12"})]).to_pylist()[0]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from prefgen.config import LLMJudgeConfig, ModelConfig
+from prefgen.data.rows import decode_batch, encode_batch, new_row
 from prefgen.judges.llm_judge import JudgeStage, judge_targets
-from prefgen.rows import decode_batch, encode_batch, new_row
 
 
 def _rows() -> list[dict]:

@@ -9,6 +9,7 @@ import yaml
 from judges.judge_rows import math_row, rejected_row
 
 from prefgen.config import EnsembleConfig, MathVerifierConfig, load_config
+from prefgen.data.rows import decode_batch, encode_batch
 from prefgen.judges.scoring import (
     apply_verifier_caps,
     default_weights,
@@ -17,7 +18,6 @@ from prefgen.judges.scoring import (
     scoring_options,
     verifier_caps,
 )
-from prefgen.rows import decode_batch, encode_batch
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "pipelines" / "quickstart.yaml"
 SCALES = {"a": (1.0, 10.0), "b": (1.0, 5.0), "c": (0.0, 1.0), "math": (0.0, 1.0)}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prefgen.schema import PAIR_SCHEMA
+from prefgen.data.schema import PAIR_SCHEMA
 
 TOPICS = (
     "cats dogs paris tokyo pizza sushi guitars pianos soccer tennis volcanoes glaciers rain snow "

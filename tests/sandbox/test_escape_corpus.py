@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import pytest
 
 from prefgen.config import CodeVerifierConfig
-from prefgen.sandbox import TestCase, run_tests
-from prefgen.sandbox_child import UID_RANGE
+from prefgen.sandbox.child import UID_RANGE
+from prefgen.sandbox.runner import TestCase, run_tests
 
 CFG = CodeVerifierConfig(
     wall_s=3.0, cpu_s=1, memory_mb=128, max_processes=16, max_file_mb=1, workdir_mb=8

@@ -28,7 +28,7 @@ def server(ray_session, rm_dir) -> str:
     from ray import serve
     from ray.serve.config import HTTPOptions
 
-    from prefgen.serve import build_app
+    from prefgen.serve.app import build_app
 
     port = free_port()
     serve.start(http_options=HTTPOptions(host="127.0.0.1", port=port))

@@ -1,4 +1,4 @@
-"""The bad-request corpus (tests/data/bad_requests/requests.yaml) against the live endpoint.
+"""The bad-request corpus (tests/fixtures/bad_requests/requests.yaml) against the live endpoint.
 
 Every case must get its 4xx with a message that says what is wrong, never a 500 or a trace,
 never an echo of the token, and the app must keep serving afterwards.
@@ -15,7 +15,7 @@ from conftest import ROOT
 
 from serve.endpoint import AUTH, TOKEN, assert_still_serving
 
-CASES = yaml.safe_load((ROOT / "tests" / "data" / "bad_requests" / "requests.yaml").read_text())
+CASES = yaml.safe_load((ROOT / "tests" / "fixtures" / "bad_requests" / "requests.yaml").read_text())
 
 
 def expand(value):

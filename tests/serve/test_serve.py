@@ -19,8 +19,8 @@ import pytest
 import requests
 from conftest import ROOT
 
-from prefgen.serve import ServeConfig, create_api
-from prefgen.serve_api import check_limits, filter_result, rank_order, sigmoid
+from prefgen.serve.api import check_limits, filter_result, rank_order, sigmoid
+from prefgen.serve.app import ServeConfig, create_api
 from serve.endpoint import AUTH, GOOD, PROMPT, TOKEN, post
 
 MESSAGES = [

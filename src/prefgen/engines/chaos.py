@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from prefgen.engines import Completion, Engine, GenerationRequest
-from prefgen.rows import stable_hash
+from prefgen.data.rows import stable_hash
+from prefgen.engines.base import Completion, Engine, GenerationRequest
 
 
 class InjectedFault(RuntimeError):

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 
 import requests
 
-from prefgen.engines import Completion, GenerationRequest
+from prefgen.engines.base import Completion, GenerationRequest
 from prefgen.engines.top_logprobs import label_probabilities_from_steps, score_position
 
 RETRY_STATUSES = frozenset({408, 409, 429})  # and every 5xx, as OpenAI's own client does

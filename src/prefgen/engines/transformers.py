@@ -14,7 +14,7 @@ from collections import defaultdict
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor
 
-from prefgen.engines import Completion, GenerationRequest
+from prefgen.engines.base import Completion, GenerationRequest
 from prefgen.engines.model_source import prepare_model_dir, resolve_model
 
 _STEP_STRIDE = 0x9E3779B1  # decorrelates the per-step seeds of one row

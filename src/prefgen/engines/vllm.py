@@ -38,8 +38,8 @@ from functools import partial
 from typing import Any
 
 from prefgen.config import LLMJudgeConfig, ModelConfig, judge_score_names
+from prefgen.data.rows import stable_seed
 from prefgen.engines.top_logprobs import label_probabilities_from_steps
-from prefgen.rows import stable_seed
 
 REMOTE_SCHEMES = ("s3://", "gs://", "abfss://")
 STREAMING_LOAD_FORMATS = ("runai_streamer", "runai_streamer_sharded", "tensorizer")
@@ -148,7 +148,7 @@ def preprocess_row(row: dict, model: ModelConfig, seed: int, sample: int) -> dic
 
 def postprocess_row(row: dict, model: ModelConfig, sample: int) -> dict:
     """vLLM output (or error row) -> the prompt row with one more response (rejects untouched)."""
-    from prefgen.schema import ROW_SCHEMA
+    from prefgen.data.schema import ROW_SCHEMA
 
     out = {k: row.get(k) for k in ROW_SCHEMA.names}
     out["messages"] = row["prompt_messages"]
@@ -162,7 +162,7 @@ def postprocess_row(row: dict, model: ModelConfig, sample: int) -> dict:
 
 def finish_generation_row(row: dict, model: ModelConfig, sample: int) -> dict:
     """After the processor: error rows (which skipped postprocess) become error responses."""
-    from prefgen.schema import ROW_SCHEMA
+    from prefgen.data.schema import ROW_SCHEMA
 
     if row.get("__inference_error__"):
         return postprocess_row(row, model, sample)
@@ -405,7 +405,7 @@ def _unpack(results: list[dict]) -> tuple[dict, list[tuple[dict, dict]]]:
 def _fan_in(answered_ds, merge):
     import pyarrow as pa
 
-    from prefgen.schema import ROW_SCHEMA
+    from prefgen.data.schema import ROW_SCHEMA
 
     def fold(group: pa.Table) -> pa.Table:
         row = merge(group.to_pylist())
@@ -426,7 +426,7 @@ def _decode(row: dict) -> dict:
 
 
 def _generation_messages(messages: list[dict], model: ModelConfig) -> list[dict]:
-    from prefgen.generate import with_system_prompt
+    from prefgen.generate.generator import with_system_prompt
 
     return with_system_prompt(messages, model.system_prompt) or [{"role": "user", "content": ""}]
 

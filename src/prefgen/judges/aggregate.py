@@ -4,8 +4,8 @@ Scorers have different native scales (math verifier 0/1, COIG-P 1-10, UltraFeedb
 while pairing uses one margin (default 2 on 1-10), so every score is mapped linearly onto a
 shared target scale before it is combined.
 
-COIG-P scores every response with 8 judges but does not say how it combines them (RESEARCH.md
-§2.1); an ensemble keeps each judge's score and adds one aggregate (mean, median or trimmed
+COIG-P scores every response with 8 judges but does not say how it combines them (docs/research.md
+"COIG-P: judging and pairing"); an ensemble keeps each judge's score and adds one aggregate (mean, median or trimmed
 mean), and `judge_agreement` measures how far the judges agree on a prompt's ranking (Kendall
 tau per judge pair, and the share of response pairs they order the same way), the signal
 agreement filters (SCIR, Secrets of RLHF II) need.

@@ -1,4 +1,4 @@
-"""CDR judging: a customizable density ratio of a strong over a weak model (RESEARCH.md §2.3).
+"""CDR judging: a customizable density ratio of a strong over a weak model (docs/research.md "CDR: strong-over-weak density ratio").
 
     score = log p_strong(response | criteria + prompt) - log p_weak(response | prompt)
 

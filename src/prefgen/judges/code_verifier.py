@@ -1,7 +1,7 @@
 """Code verifier: score each code response by the share of the prompt's unit tests it passes.
 
-PLUM-style execution judging (RESEARCH.md §3C.3): each response's code runs against the prompt's
-tests in `prefgen.sandbox`, so code preference pairs rest on behaviour rather than a judge's
+PLUM-style execution judging (docs/research.md "Verifiers: unit tests and final answers"): each response's code runs against the prompt's
+tests in `prefgen.sandbox.runner`, so code preference pairs rest on behaviour rather than a judge's
 reading. A test counts as passed only from the harness's record written after it ran, never
 from an exit code, so a solution that exits 0 at import scores 0.
 
@@ -30,8 +30,8 @@ from dataclasses import asdict
 import pyarrow as pa
 
 from prefgen.config import CodeVerifierConfig
-from prefgen.rows import decode_batch, encode_batch, is_ok
-from prefgen.sandbox import TestCase, run_tests
+from prefgen.data.rows import decode_batch, encode_batch, is_ok
+from prefgen.sandbox.runner import TestCase, run_tests
 
 __all__ = ["extract_code", "parse_tests", "verify_batch", "verify_code"]
 

@@ -1,7 +1,7 @@
 """Listwise judging: all of a prompt's responses rated in one call, in a shuffled order.
 
-UltraFeedback rates its four completions in one GPT-4 call after shuffling them (RESEARCH.md
-§2.2, step 4): the judge sees the responses side by side, and the shuffle keeps any position
+UltraFeedback rates its four completions in one GPT-4 call after shuffling them (docs/research.md
+"UltraFeedback: ratings, critique and pairs"): the judge sees the responses side by side, and the shuffle keeps any position
 bias from always favouring the same generator. The shuffle is seeded per (prompt, judge,
 seed), so a rerun shows the same order; the permutation is recorded in
 `meta["judges"][name]["permutation"]` (original response index at each shown position).
@@ -21,6 +21,7 @@ import random
 import re
 
 from prefgen.config import LLMJudgeConfig, judge_score_names
+from prefgen.data.rows import stable_seed
 from prefgen.judges.parsing import weighted_score
 from prefgen.judges.rubrics import (
     Rubric,
@@ -37,7 +38,6 @@ from prefgen.judges.shared import (
     row_judge_meta,
     rubric_for,
 )
-from prefgen.rows import stable_seed
 
 __all__ = [
     "item_prefix",

@@ -20,13 +20,13 @@ from __future__ import annotations
 import pyarrow as pa
 
 from prefgen.config import LLMJudgeConfig, judge_scales
+from prefgen.data.rows import decode_batch, encode_batch
 from prefgen.engines import load_engine
 from prefgen.judges.cdr import judge_cdr
 from prefgen.judges.listwise import judge_listwise
 from prefgen.judges.pairwise import judge_pairwise
 from prefgen.judges.pointwise import judge_pointwise
 from prefgen.judges.shared import judge_targets, question_text, split_self_judged
-from prefgen.rows import decode_batch, encode_batch
 
 __all__ = ["JudgeStage", "judge_targets", "question_text"]
 

@@ -2,7 +2,7 @@
 
 Objective domains should not depend on a (possibly tiny) LLM judge's arithmetic: when a
 reference answer exists, checking the final answer is cheaper and more reliable
-(RESEARCH.md §3C.3). Extraction is heuristic, so the rationale records what was compared.
+(docs/research.md "Verifiers: unit tests and final answers"). Extraction is heuristic, so the rationale records what was compared.
 """
 
 from __future__ import annotations

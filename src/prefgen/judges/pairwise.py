@@ -2,7 +2,7 @@
 
 Judges favour whichever response comes first (or second); asking A/B and then B/A and
 averaging cancels that position bias, and the two verdicts agreeing (`consistent`) is a
-cheap confidence signal (RESEARCH.md §3C.4). For every compared pair:
+cheap confidence signal (docs/research.md "Judge biases and their controls"). For every compared pair:
 
 * `probability` mode: P("A") vs P("B") right after "Verdict: [[" (one forward pass per order);
 * `generate` mode: the judge writes a comparison ending in "Verdict: [[A]]" or "[[B]]",
@@ -22,6 +22,7 @@ import re
 from itertools import combinations
 
 from prefgen.config import LLMJudgeConfig
+from prefgen.data.rows import stable_seed
 from prefgen.judges.rubrics import fill_template, reference_block, rubric_criteria
 from prefgen.judges.shared import (
     call_in_chunks,
@@ -31,7 +32,6 @@ from prefgen.judges.shared import (
     row_judge_meta,
     rubric_for,
 )
-from prefgen.rows import stable_seed
 
 __all__ = [
     "LABELS",

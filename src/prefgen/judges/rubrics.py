@@ -1,7 +1,7 @@
 """Judge rubrics as data, so judge prompts are reviewable and swappable without code changes.
 
 A rubric is a template plus a few lines of data (aspects, scale, criteria). The registry
-follows the source papers (RESEARCH.md §2.1, §2.2, §2.3):
+follows the source papers (one section per paper in docs/research.md):
 
 * ``coig_p``: one holistic 1-10 score with COIG-P's five bands and per-domain criteria and
   hard rules (chosen by the row's domain); the judge writes a short analysis, then
@@ -200,7 +200,7 @@ _HELPSTEER2_CRITERIA: dict[str, str] = {
     ),
 }
 
-# CodeUltraFeedback's five coding preferences (RESEARCH.md §2.3), 1-5 each.
+# CodeUltraFeedback's five coding preferences (docs/research.md "CodeUltraFeedback: five coding preferences"), 1-5 each.
 _CODE_UF_CRITERIA: dict[str, str] = {
     "instruction_following": (
         "Instruction following: does the code do what the user asked, deviating only when "
@@ -401,9 +401,9 @@ def score_labels(rubric: Rubric) -> list[str]:
     return [str(i) for i in range(low, high + 1)]
 
 
-# Rubrics that rate a prompt, not a response (prefgen.prompt_stages); kept apart from RUBRICS
+# Rubrics that rate a prompt, not a response (prefgen.ingest.prompt_stages); kept apart from RUBRICS
 # so no response judge can be configured with one. COIG-P kept queries an LLM rated >= 5 of
-# 10 for "whether it reflects a question a typical user might ask" (RESEARCH.md §2.1).
+# 10 for "whether it reflects a question a typical user might ask" (docs/research.md "COIG-P: prompt curation").
 _PROMPT_QUALITY_TEMPLATE = """\
 Rate the user request below as a prompt for an AI assistant, on a scale of {low} to {high}.
 Is it a question or task a typical user might ask? Is it clear, complete and answerable?

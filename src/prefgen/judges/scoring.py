@@ -26,9 +26,9 @@ from prefgen.config import (
     judge_score_names,
     score_scales,
 )
+from prefgen.data.rows import decode_batch, encode_batch, is_ok
 from prefgen.judges.aggregate import ensemble_score, judge_agreement, overall_score
 from prefgen.judges.math_verifier import verify_math
-from prefgen.rows import decode_batch, encode_batch, is_ok
 
 # score name -> {domain (lower case) or "default" -> cap, or None for "no cap there"}
 Caps = dict[str, dict[str, float | None]]

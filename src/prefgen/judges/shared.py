@@ -12,11 +12,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from prefgen.config import LLMJudgeConfig
+from prefgen.data.rows import is_ok, stable_seed
 from prefgen.engines import GenerationRequest
 
 # rubric_for lives with the custom-rubric definitions it reads; the kinds import it from here.
 from prefgen.judges.custom_rubrics import rubric_for
-from prefgen.rows import is_ok, stable_seed
 
 __all__ = [
     "SKIPPED_SELF",
@@ -70,7 +70,7 @@ def split_self_judged(
 ) -> list[tuple[int, int]]:
     """Mark self-judged responses `skipped_self` (no score) and return the remaining targets.
 
-    Self-preference is a documented judge bias (RESEARCH.md §3C.4): a judge that shares
+    Self-preference is a documented judge bias (docs/research.md "Judge biases and their controls"): a judge that shares
     weights with a generator must not score that generator's outputs.
     """
     kept = []

@@ -28,8 +28,8 @@ import math
 from collections import Counter
 from typing import Any
 
-from prefgen import storage
-from prefgen.manifest import read_manifest, shard_urls
+from prefgen.data import storage
+from prefgen.data.manifest import read_manifest, shard_urls
 
 SUFFIXES = (".parquet", ".jsonl", ".json")
 

@@ -10,8 +10,8 @@ Metrics:
 - expected calibration error of P(chosen > rejected) = sigmoid(r_c - r_r), 10 equal-width
   bins. Every pair's label is 1 as stored, so a model that always says 0.99 would look
   perfectly calibrated on those; each pair is therefore scored both ways (p with label 1,
-  1 - p with label 0), which makes over- and under-confidence both visible (MORE, RESEARCH
-  3E.12: calibration error as a key RM metric).
+  1 - p with label 0), which makes over- and under-confidence both visible (MORE: calibration error as a key RM metric;
+  docs/research.md "Reward model training and evaluation").
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from prefgen import storage
+from prefgen.data import storage
 
 ECE_BINS = 10
 MARGIN_BINS = 30

@@ -128,7 +128,7 @@ def local_copy(url: str, storage_options: dict | None = None) -> str:
     """A local directory holding the files at `url` (object storage is copied to a cache once)."""
     if "://" not in url or url.startswith("file://"):
         return url.removeprefix("file://")
-    from prefgen import storage
+    from prefgen.data import storage
     from prefgen.engines.model_source import cache_root
 
     fs, path = storage.filesystem(url, storage_options)

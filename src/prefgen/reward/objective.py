@@ -1,7 +1,7 @@
 """The reward model's training objective and schedule: pure functions, tested without Ray.
 
 Bradley-Terry with an optional margin, reward centering (Eisenstein et al.) and per-aspect
-regression (RESEARCH 3E); the batch order and learning-rate schedule are pure functions of the
+regression (docs/research.md "Reward model training and evaluation"); the batch order and learning-rate schedule are pure functions of the
 step, which is what lets a resumed run replay exactly the steps a straight run would take.
 """
 

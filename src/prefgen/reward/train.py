@@ -7,7 +7,7 @@ Out, under `output.path` (local directory or any fsspec URL):
 - `model/`: the final model (`save_reward_model` layout) with `meta.training` filled in; its
   `prefgen_reward.json` is uploaded last, so a directory without it is incomplete.
 
-The objective per pair (Bradley-Terry, RESEARCH 3E):
+The objective per pair (Bradley-Terry, docs/research.md "Reward model training and evaluation"):
     -log sigmoid(r_c - r_r - m) + center_weight * (r_c + r_r)^2 + aspect_loss_weight * MSE
 where m = margin_loss_weight * margin / (mean |margin| of the training pairs), so a typical
 pair asks for a gap of `margin_loss_weight` (Llama-2-style margin); the centering term
@@ -34,8 +34,8 @@ from typing import Any
 import torch
 from omegaconf import MISSING, OmegaConf
 
-from prefgen import storage
 from prefgen.config import ConfigError, RayConfig, _apply_override, _merge, _missing_keys
+from prefgen.data import storage
 from prefgen.reward.objective import (
     aspect_loss,
     aspect_stats,

@@ -1,0 +1,200 @@
+"""Near-duplicate prompts by embedding similarity (COIG-P: SentenceBERT dedup; docs/research.md "COIG-P: prompt curation").
+
+Runs on the driver inside `pipeline.plan_shards`, after ingest and before sharding, over the
+valid prompts only:
+
+    prompt texts -> ray.data.from_items -> map_batches(PromptEncoder, ActorPoolStrategy)
+      (all-MiniLM-L6-v2 by default: mean pooling over tokens, L2-normalized, 384 floats)
+      -> embeddings back on the driver, in input order
+      -> find_near_duplicates: blockwise cosine pass, greedy in input order
+      -> a prompt whose cosine to an earlier *kept* prompt exceeds `threshold` is rejected:
+         stage `ingest`, reason `near_duplicate: cos=0.953 with <source#index>`
+
+Greedy in input order keeps the first occurrence, so the same input keeps the same copy on
+every run, whatever the cluster's timing (the encoder pool's output order does not matter:
+rows carry their index).
+
+Cost and scale. Embedding is the parallel part: it runs on the encoder actor pool
+(`near_dup.concurrency` actors, CPUs or GPUs). The similarity pass is exact and O(n^2 d) time
+(n prompts, d = 384) but O(chunk^2 + n d) memory: prompts go in chunks of `chunk_rows`; each
+chunk is compared with the kept prompts one kept block (<= chunk_rows rows) at a time, then
+resolved inside itself in order. COIG-P's 92k prompts are ~1.6e12 multiply-adds, tens of
+seconds of BLAS on a driver core; n = 1M is ~100x that, where this stops being the right tool.
+Next steps for that scale: dedup within shards or domains first (a prompt's near-duplicates
+mostly share its domain), or approximate neighbours (faiss IVF / HNSW, or SimHash / LSH
+buckets) so each prompt is compared with a few candidates instead of all kept prompts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from prefgen.config import NearDupConfig
+from prefgen.data.rows import is_ok, reject, row_key
+
+__all__ = [
+    "PromptEncoder",
+    "embed_prompts",
+    "find_near_duplicates",
+    "prompt_text",
+    "reject_near_duplicates",
+]
+
+
+class PromptEncoder:
+    """Ray Data callable: {"index", "text"} batch -> {"index", "embedding"} (unit vectors).
+
+    Loads a sentence encoder (an HF encoder directory or package:NAME, never downloaded) once
+    per actor; `encode` is the same computation without Ray, for tests and small inputs.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        max_length: int = 256,
+        device: str = "auto",
+        num_threads: int | None = None,
+    ):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        from prefgen.engines.model_source import resolve_model
+
+        if num_threads:  # a CPU actor uses the cores it reserved, not every core of the node
+            torch.set_num_threads(num_threads)
+        files = resolve_model(model)
+        self.device = (
+            ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        )
+        self.tokenizer = AutoTokenizer.from_pretrained(files.directory)
+        self.model = AutoModel.from_pretrained(files.directory).to(self.device).eval()
+        self.max_length = max_length
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Mean-pooled (over real tokens), L2-normalized embeddings: float32 [len(texts), dim]."""
+        import torch
+
+        enc = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        ).to(self.device)
+        with torch.inference_mode():
+            hidden = self.model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        return pooled.float().cpu().numpy()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"index": batch["index"], "embedding": self.encode([str(t) for t in batch["text"]])}
+
+
+def prompt_text(messages: list[dict]) -> str:
+    """What is embedded: every turn's content, in order (system prompts included)."""
+    return "\n".join(m["content"] for m in messages)
+
+
+def embed_prompts(texts: list[str], cfg: NearDupConfig) -> np.ndarray:
+    """Embeddings of `texts` in order, computed on an encoder actor pool (Ray must be up)."""
+    import ray
+
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    # A few blocks per actor: enough to keep the pool busy, few enough to stay cheap to plan.
+    blocks = max(1, min(len(texts) // cfg.batch_size, 8 * cfg.concurrency))
+    threads = max(1, int(cfg.num_cpus)) if cfg.num_gpus == 0 else None
+    ds = ray.data.from_items(
+        [{"index": i, "text": t} for i, t in enumerate(texts)], override_num_blocks=blocks
+    )
+    ds = ds.map_batches(
+        PromptEncoder,
+        fn_constructor_kwargs={
+            "model": cfg.model,
+            "max_length": cfg.max_length,
+            "num_threads": threads,
+        },
+        batch_format="numpy",
+        batch_size=cfg.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
+        num_cpus=cfg.num_cpus,
+        num_gpus=cfg.num_gpus,
+    )
+    out: np.ndarray | None = None
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        vectors = np.asarray(batch["embedding"], dtype=np.float32)
+        if out is None:
+            out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+        out[np.asarray(batch["index"], dtype=np.int64)] = vectors
+    assert out is not None
+    return out
+
+
+def find_near_duplicates(
+    embeddings: np.ndarray, threshold: float, chunk_rows: int = 4096
+) -> list[tuple[int, float] | None]:
+    """For each row in order: None if kept, else (earlier kept row, cosine) it duplicates.
+
+    `embeddings` are unit vectors, so a dot product is a cosine. Row i is dropped when its
+    best cosine against rows kept before it exceeds `threshold` (the reported row is that
+    best match). The decisions do not depend on `chunk_rows` (cosines may differ in the
+    last float bits, as BLAS sums blocks differently); only the memory does.
+    """
+    n = len(embeddings)
+    result: list[tuple[int, float] | None] = [None] * n
+    kept_blocks: list[tuple[np.ndarray, np.ndarray]] = []  # (vectors, their row numbers)
+    step = max(1, int(chunk_rows))
+    for start in range(0, n, step):
+        chunk = np.asarray(embeddings[start : start + step], dtype=np.float32)
+        size = len(chunk)
+        best = np.full(size, -np.inf, dtype=np.float32)
+        best_row = np.full(size, -1, dtype=np.int64)
+        rows = np.arange(size)
+        for vectors, numbers in kept_blocks:  # earlier chunks: plain matrix products
+            sims = chunk @ vectors.T
+            top = sims.argmax(axis=1)
+            top_sim = sims[rows, top]
+            better = top_sim > best
+            best[better] = top_sim[better]
+            best_row[better] = numbers[top[better]]
+        inner = chunk @ chunk.T  # this chunk against itself: resolved in order
+        kept_here: list[int] = []
+        for i in range(size):
+            if kept_here:
+                sims = inner[i, kept_here]
+                k = int(sims.argmax())
+                if sims[k] > best[i]:
+                    best[i], best_row[i] = sims[k], start + kept_here[k]
+            if best[i] > threshold:
+                result[start + i] = (int(best_row[i]), float(best[i]))
+            else:
+                kept_here.append(i)
+        if kept_here:
+            kept_blocks.append((chunk[kept_here], start + np.asarray(kept_here, dtype=np.int64)))
+    return result
+
+
+def reject_near_duplicates(rows: list[dict[str, Any]], cfg: NearDupConfig, embed=None) -> int:
+    """Reject, in place, valid prompts that near-duplicate an earlier kept one; returns how many.
+
+    `embed(texts, cfg) -> unit vectors` defaults to the Ray actor pool (`embed_prompts`).
+    """
+    candidates = [row for row in rows if is_ok(row)]
+    if len(candidates) < 2:
+        return 0
+    vectors = (embed or embed_prompts)([prompt_text(r["messages"]) for r in candidates], cfg)
+    dropped = 0
+    for row, hit in zip(candidates, find_near_duplicates(vectors, cfg.threshold, cfg.chunk_rows)):
+        if hit is not None:
+            kept, cosine = hit
+            reject(
+                row,
+                "ingest",
+                f"near_duplicate: cos={cosine:.3f} with {row_key(candidates[kept])}",
+            )
+            dropped += 1
+    return dropped

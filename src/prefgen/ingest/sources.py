@@ -1,0 +1,195 @@
+"""Prompt mixtures: several named sources, per-source quotas, seeded (optionally stratified) samples.
+
+UltraFeedback drew its 64k instructions from six sources with a quota each (all of TruthfulQA
+and FalseQA, 10k of Evol-Instruct, 20k of ShareGPT, FLAN stratified by subset; docs/research.md
+"UltraFeedback: prompts, models and principles"). Here `input.sources` names each source (a path under `input.path`), its quota and an
+optional default domain; `read_prompts` runs on the driver, before sharding:
+
+    files of every source, in config order -> ingest.ingest (parse, exact dedup across sources)
+      -> tag meta.source_name (+ the source's domain where a prompt names none)
+      -> [keyword domain tags, when ingest.domain_tagger is on without a model]
+      -> per-source quota: a seeded sample, stratified by domain when ingest.stratify_by: domain
+
+The sample is a hash ranking (`stable_hash(seed, source, prompt id)`), not "the first N": it does
+not depend on file order or on the machine, and a larger quota keeps every prompt a smaller
+one kept. Prompts left out are rejected (stage `ingest`, reason `over_quota: ...`), so every
+input record still ends in `pairs/` or `rejects/`. Quotas are upper bounds: prompts that later
+stages reject (near-duplicates, low quality) are not replaced.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from prefgen.config import INPUT_SUFFIXES, PipelineConfig, SourceConfig
+from prefgen.data import storage
+from prefgen.data.rows import is_ok, reject, stable_hash
+from prefgen.ingest.records import DEFAULT_DOMAIN, ingest
+
+__all__ = [
+    "allocate",
+    "read_prompts",
+    "sample_quotas",
+    "source_files",
+    "source_size",
+    "tag_sources",
+]
+
+
+def read_prompts(cfg: PipelineConfig, in_fs, paths: list[str]) -> list[dict[str, Any]]:
+    """Every input record as a row (rejects included), in input order: the driver's ingest.
+
+    `paths` are the files at `input.path` (what the run fingerprints); with `input.sources`
+    each source lists its own files under that root instead.
+    """
+    ing = cfg.ingest
+    sources = list(cfg.input.sources)
+    owner: dict[str, SourceConfig] = {}
+    if sources:
+        listed = source_files(
+            cfg.input.path, sources, cfg.input.storage_options, INPUT_SUFFIXES[cfg.input.format]
+        )
+        paths = [path for _, files in listed for path in files]
+        owner = {path: source for source, files in listed for path in files}
+    rows = ingest(
+        ((p, in_fs.cat_file(p)) for p in paths),
+        cfg.input.format,
+        ing.max_prompt_chars,
+        ing.dedup,
+        cfg.limit,
+    )
+    if sources:
+        tag_sources(rows, owner)
+    if ing.domain_tagger.enabled and ing.domain_tagger.model is None:
+        from prefgen.ingest.prompt_stages import tag_domains_by_keyword
+
+        tag_domains_by_keyword(rows, ing.domain_tagger.labels)
+    if sources:
+        sample_quotas(rows, sources, ing.seed, ing.stratify_by, ing.stratify_allocation)
+    return rows
+
+
+def source_files(
+    root: str, sources: list[SourceConfig], storage_options: dict, suffixes: tuple[str, ...]
+) -> list[tuple[SourceConfig, list[str]]]:
+    """Each source's files (sorted) under `root`; a file claimed by two sources is an error."""
+    listed = []
+    claimed: dict[str, str] = {}
+    for i, source in enumerate(sources):
+        url = storage.join(root, source.path)
+        try:
+            files = storage.list_files(url, storage_options, suffixes)
+        except FileNotFoundError:
+            files = []
+        if not files:
+            raise FileNotFoundError(
+                f"input.sources.{i}.path: no {'/'.join(suffixes)} files at {url}"
+            )
+        for path in files:
+            other = claimed.setdefault(path, source.name)
+            if other != source.name:
+                raise ValueError(
+                    f"input.sources.{i}.path: {path} belongs to sources {other!r} and "
+                    f"{source.name!r}; give each file to one source"
+                )
+        listed.append((source, files))
+    return listed
+
+
+def tag_sources(rows: list[dict[str, Any]], owner: dict[str, SourceConfig]) -> None:
+    """meta.source_name on every row (rejects too, for accounting); the source's domain on
+    valid prompts that name none (domain `general`)."""
+    for row in rows:
+        source = owner.get(row["source"])
+        if source is None:
+            continue
+        row["meta"]["source_name"] = source.name
+        if is_ok(row) and source.domain and row["domain"] == DEFAULT_DOMAIN:
+            row["domain"] = source.domain
+
+
+def source_size(available: int, quota: int | None, weight: float | None) -> int:
+    """How many of a source's `available` valid prompts to keep: the smaller of quota and share."""
+    keep = available
+    if quota is not None:
+        keep = min(keep, quota)
+    if weight is not None:
+        keep = min(keep, int(round(weight * available)))
+    return max(0, keep)
+
+
+def allocate(counts: dict[str, int], total: int, mode: str = "proportional") -> dict[str, int]:
+    """Split `total` picks across strata holding `counts` prompts; never more than a stratum has.
+
+    * proportional: largest remainder on total * count / sum, so the mix is kept (ties: name);
+    * equal: water-filling, each stratum gets an equal share and strata smaller than their
+      share are kept whole, their unused share going to the others (COIG-P found mixed
+      domains beat any single one).
+    """
+    total = min(total, sum(counts.values()))
+    if total <= 0 or not counts:
+        return {name: 0 for name in counts}
+    names = sorted(counts)
+    if mode == "proportional":
+        size = sum(counts.values())
+        exact = {name: total * counts[name] / size for name in names}
+        picks = {name: int(exact[name]) for name in names}
+        left = total - sum(picks.values())
+        by_remainder = sorted(names, key=lambda name: (-(exact[name] - picks[name]), name))
+        for name in by_remainder[:left]:
+            picks[name] += 1
+        return picks
+    if mode != "equal":
+        raise ValueError(f"unknown allocation {mode!r}: proportional | equal")
+    picks, pending, left = {}, list(names), total
+    while pending:
+        share = left // len(pending)
+        small = [name for name in pending if counts[name] <= share]
+        if not small:
+            extra = left - share * len(pending)  # < len(pending); each pending has > share
+            for k, name in enumerate(pending):
+                picks[name] = share + (1 if k < extra else 0)
+            break
+        for name in small:
+            picks[name] = counts[name]
+            left -= counts[name]
+        pending = [name for name in pending if name not in small]
+    return picks
+
+
+def sample_quotas(
+    rows: list[dict[str, Any]],
+    sources: list[SourceConfig],
+    seed: int,
+    stratify_by: str | None = None,
+    allocation: str = "proportional",
+) -> None:
+    """Reject, in place, the valid prompts each source's quota leaves out (seeded, stratified).
+
+    Within a stratum the prompts with the lowest `stable_hash(seed, source, id)` are kept:
+    deterministic and independent of input order. Rows keep their input order.
+    """
+    by_source: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        if is_ok(row) and "source_name" in row["meta"]:
+            stratum = row["domain"] if stratify_by == "domain" else ""
+            by_source[row["meta"]["source_name"]][stratum].append(row)
+    for source in sources:
+        strata = by_source.get(source.name, {})
+        counts = {name: len(members) for name, members in strata.items()}
+        available = sum(counts.values())
+        keep = source_size(available, source.quota, source.weight)
+        if keep == available:
+            continue
+        picks = allocate(counts, keep, allocation if stratify_by else "proportional")
+        for stratum, members in strata.items():
+            ranked = sorted(members, key=lambda r: stable_hash(seed, source.name, r["id"]))
+            where = f", domain {stratum!r} keeps {picks[stratum]} of {len(members)}"
+            for row in ranked[picks[stratum] :]:
+                reject(
+                    row,
+                    "ingest",
+                    f"over_quota: source {source.name!r} keeps {keep} of {available}"
+                    + (where if stratify_by else ""),
+                )

@@ -1,0 +1,156 @@
+"""Online filtering of pairs by a reward model (COIG-P's closing move: the RM replaces judges).
+
+`filter.kind: reward_model` scores each pair's chosen and rejected response with a reward model
+and keeps the pair iff r_chosen - r_rejected > filter.min_margin. The reward model is reached
+over HTTP (`filter.url`: prefgen's Ray Serve endpoint, POST /v1/score) or, with no URL, loaded
+into an in-pipeline actor pool from `filter.model`. Kept pairs carry the margin as `rm_margin`;
+dropped pairs become rejects (stage `filter`, reason `rm_inverted` or `rm_below_min_margin`,
+the pair itself as JSON in `raw`, so nothing is lost).
+
+Input columns: prompt rows with `pairs`. Output: the same rows, `pairs` filtered, `dropped`
+listing what was removed and why.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pyarrow as pa
+
+from prefgen.data.rows import decode_batch, encode_batch, is_ok
+
+RETRY_STATUSES = (429, 502, 503, 504)
+
+
+def filter_decision(rm_margin: float, min_margin: float) -> str | None:
+    """None to keep the pair, else why it goes (pure)."""
+    if rm_margin <= 0:
+        return "rm_inverted"
+    if rm_margin <= min_margin:
+        return "rm_below_min_margin"
+    return None
+
+
+def apply_filter(rows: list[dict], rewards: list[float], min_margin: float) -> None:
+    """Split each row's pairs into kept (with rm_margin) and dropped, given rewards in
+    (chosen, rejected) order for every pair of every ok row (pure)."""
+    k = 0
+    for row in rows:
+        if not is_ok(row) or not row["pairs"]:
+            continue
+        kept = []
+        for pair in row["pairs"]:
+            margin = rewards[k] - rewards[k + 1]
+            k += 2
+            why = filter_decision(margin, min_margin)
+            if why is None:
+                kept.append({**pair, "rm_margin": margin})
+            else:
+                row.setdefault("dropped", []).append(
+                    {
+                        "pair_id": pair["id"],
+                        "reason": f"{why} (rm margin {margin:.3f} <= {max(min_margin, 0.0):g})",
+                        "pair": {**pair, "rm_margin": margin},  # kept whole in rejects/ (raw)
+                    }
+                )
+        row["pairs"] = kept
+        if not kept:
+            row["reason"] = "all_pairs_filtered_by_reward_model"
+
+
+def pair_items(rows: list[dict]) -> list[tuple[list[dict], str]]:
+    items = []
+    for row in rows:
+        if is_ok(row):
+            for pair in row["pairs"]:
+                items.append((pair["prompt"], pair["chosen"][-1]["content"]))
+                items.append((pair["prompt"], pair["rejected"][-1]["content"]))
+    return items
+
+
+class HttpRewardClient:
+    """POST /v1/score with bounded retries on overload (503 + Retry-After) and timeouts."""
+
+    def __init__(
+        self, url: str, token_env: str | None, batch_size: int, timeout_s: float, max_retries: int
+    ):
+        import requests
+
+        self.url = url.rstrip("/") + "/v1/score"
+        self.session = requests.Session()
+        if token_env:
+            token = os.environ.get(token_env)
+            if not token:
+                raise RuntimeError(f"filter.token_env names {token_env}, which is not set")
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        self.batch_size, self.timeout_s, self.max_retries = batch_size, timeout_s, max_retries
+
+    def score(self, items: list[tuple]) -> list[float]:
+        rewards: list[float] = []
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start : start + self.batch_size]
+            payload = {"items": [{"prompt": p, "response": r} for p, r in chunk]}
+            rewards.extend(self._post(payload)["rewards"])
+        return rewards
+
+    def _post(self, payload: dict) -> dict:
+        import requests
+
+        for attempt in range(self.max_retries + 1):
+            try:
+                resp = self.session.post(self.url, json=payload, timeout=self.timeout_s)
+            except requests.RequestException:
+                if attempt == self.max_retries:
+                    raise
+                time.sleep(min(2**attempt, 10))
+                continue
+            if resp.status_code in RETRY_STATUSES and attempt < self.max_retries:
+                time.sleep(float(resp.headers.get("Retry-After", 2**attempt)))
+                continue
+            if resp.status_code != 200:
+                raise RuntimeError(
+                    f"reward endpoint {self.url} answered {resp.status_code}: {resp.text[:200]}"
+                )
+            return resp.json()
+        raise RuntimeError("unreachable")
+
+
+class LocalRewardClient:
+    def __init__(self, model_url: str, batch_size: int):
+        from prefgen.reward.model import load_reward_model
+
+        self.model, self.tokenizer = load_reward_model(model_url)
+        self.batch_size = batch_size
+
+    def score(self, items: list[tuple]) -> list[float]:
+        from prefgen.reward.model import score
+
+        rewards, _ = score(
+            self.model,
+            self.tokenizer,
+            [p for p, _ in items],
+            [r for _, r in items],
+            self.batch_size,
+        )
+        return rewards
+
+
+class RewardFilterStage:
+    """Ray Data callable class; one HTTP session or one loaded model per actor."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        if cfg.url:
+            self.client = HttpRewardClient(
+                cfg.url, cfg.token_env, cfg.batch_size, cfg.timeout_s, cfg.max_retries
+            )
+        else:
+            self.client = LocalRewardClient(cfg.model, cfg.batch_size)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = decode_batch(batch)
+        items = pair_items(rows)
+        if items:
+            apply_filter(rows, self.client.score(items), self.cfg.min_margin)
+        return encode_batch(rows)

@@ -1,0 +1,277 @@
+"""Runs a pipeline config: plan shards, run the stages phase by phase, commit, write the manifest.
+
+    input files -> ingest (driver: validate, dedup, shard) -> _work/input/
+      -> phase(s) of row stages on Ray Data (prefgen.stages: generate pools, judge pools,
+         score, pair, [reward filter]) -> ShardCollector commits each complete shard
+      -> pairs/ responses/ rejects/ -> manifest.json (the commit point)
+
+Streaming mode runs every stage in one phase with all pools up at once. Phased mode runs one
+model stage per phase over all shards and persists its rows under `_work/<phase>/`, so a
+cluster with few GPUs loads one model at a time. Both give the same output for the same seed.
+
+Re-running the same command on the same output resumes: committed shards of every phase are
+skipped; a changed config (its hash) or input refuses to mix with the old output unless
+`output.overwrite=true` starts over.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from prefgen.config import INPUT_SUFFIXES, LIGHT_TASK_CPUS, PipelineConfig, config_hash, to_dict
+from prefgen.data import storage
+from prefgen.data.manifest import (
+    FORMAT_VERSION,
+    MANIFEST,
+    code_version,
+    input_fingerprint,
+    model_rates,
+    now,
+    write_manifest,
+)
+from prefgen.data.rows import encode_batch, row_key
+from prefgen.data.schema import ROW_SCHEMA
+from prefgen.run import shards
+from prefgen.run.stages import build_stages, phases
+
+
+class OutputExists(RuntimeError):
+    """The output URL holds a run this config must not mix with."""
+
+
+@dataclass
+class RunResult:
+    output_url: str
+    manifest: dict[str, Any]
+
+
+def init_ray(cfg: PipelineConfig) -> None:
+    """Join the cluster named by ray.address / RAY_ADDRESS, else start a local Ray."""
+    if ray.is_initialized():
+        return
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False)
+
+
+def run(cfg: PipelineConfig) -> RunResult:
+    from prefgen.run import preflight
+
+    started, t0 = now(), time.perf_counter()
+    preflight.check_config(cfg)  # before anything is written or allocated
+    in_fs, _ = storage.filesystem(cfg.input.path, cfg.input.storage_options)
+    paths = storage.list_files(
+        cfg.input.path, cfg.input.storage_options, INPUT_SUFFIXES[cfg.input.format]
+    )
+    if not paths:
+        raise FileNotFoundError(
+            f"no {'/'.join(INPUT_SUFFIXES[cfg.input.format])} files at {cfg.input.path}"
+        )
+    fs, root = storage.filesystem(cfg.output.path, cfg.output.storage_options)
+    identity = {
+        "config_hash": config_hash(cfg),
+        "input_fingerprint": input_fingerprint(in_fs, paths),
+    }
+    existing = prepare_output(cfg, fs, root, identity)
+    if existing is not None:
+        return RunResult(cfg.output.path, existing)
+    plan = plan_shards(cfg, in_fs, paths, fs, root, identity)
+
+    init_ray(cfg)
+    if not (cfg.ray.address or os.environ.get("RAY_ADDRESS")):
+        preflight.check_cluster(cfg)  # an autoscaling cluster may grow: only check a local Ray
+    ledgers = open_ledgers(cfg)  # held for the whole run
+    source = shards.INPUT_PHASE
+    for phase, stages in phases(build_stages(cfg), cfg.execution.mode):
+        run_phase(cfg, fs, root, plan, source, phase, stages)
+        source = phase
+    usage = read_ledgers(cfg, ledgers)
+
+    markers = shards.committed(fs, root, shards.FINAL_PHASE)
+    from prefgen.run.sink import gather
+
+    result = gather(markers)
+    counts = result["counts"]
+    counts["models"] = model_rates(counts.get("models", {}))
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "name": cfg.name,
+        "config": to_dict(cfg),
+        **identity,
+        "code_version": code_version(),
+        "input": {
+            "url": cfg.input.path,
+            "files": paths,
+            "fingerprint": identity["input_fingerprint"],
+        },
+        "execution": {"mode": cfg.execution.mode, "shards": plan["num_shards"]},
+        "started_at": started,
+        "finished_at": now(),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "counts": counts,
+        "usage": usage,
+        "shards": result["shards"],
+    }
+    write_manifest(fs, root, manifest)
+    return RunResult(cfg.output.path, manifest)
+
+
+def _openai_models(cfg: PipelineConfig) -> list:
+    models = list(cfg.generate.models) + [j.model for j in cfg.judge.llm]
+    return [m for m in models if m.engine == "openai"]
+
+
+def open_ledgers(cfg: PipelineConfig) -> list:
+    """Run-wide request budget and usage counters of each openai model (engines.openai)."""
+    if not _openai_models(cfg):
+        return []
+    from prefgen.engines.openai import open_usage_ledger
+
+    return [open_usage_ledger(m) for m in _openai_models(cfg)]
+
+
+def read_ledgers(cfg: PipelineConfig, ledgers: list) -> dict:
+    """openai usage per model for the manifest: requests, retries, tokens, budget refusals."""
+    if not ledgers:
+        return {}
+    from prefgen.engines.openai import read_usage
+
+    usage = {m.name: read_usage(m) for m in _openai_models(cfg)}
+    for ledger in ledgers:
+        ray.kill(ledger)
+    return usage
+
+
+def prepare_output(cfg: PipelineConfig, fs, root: str, identity: dict) -> dict | None:
+    """Decide start / resume / refuse. Returns the manifest of an identical finished run."""
+    manifest_path = storage.join(root, MANIFEST)
+    plan_path = storage.join(root, shards.PLAN)
+    if cfg.output.overwrite:
+        for part in (MANIFEST, shards.WORK, "pairs", "responses", "rejects"):
+            storage.remove_tree(fs, storage.join(root, part))
+        fs.makedirs(root, exist_ok=True)
+        return None
+    for path, what in ((manifest_path, "a finished run"), (plan_path, "an unfinished run")):
+        if not fs.exists(path):
+            continue
+        found = storage.read_json(fs, path)
+        mismatch = [k for k in identity if found.get(k) != identity[k]]
+        if mismatch:
+            raise OutputExists(
+                f"{cfg.output.path} holds {what} with a different "
+                f"{' and '.join(k.replace('_', ' ') for k in mismatch)} "
+                f"({', '.join(f'{found.get(k)} != {identity[k]}' for k in mismatch)}); "
+                "set output.overwrite=true to start over, or choose another output.path"
+            )
+        if path == manifest_path:
+            return found
+    fs.makedirs(root, exist_ok=True)
+    return None
+
+
+def plan_shards(
+    cfg: PipelineConfig, in_fs, paths: list[str], fs, root: str, identity: dict
+) -> dict:
+    """Ingest on the driver and write each shard's validated rows; reuse an existing plan."""
+    plan_path = storage.join(root, shards.PLAN)
+    if fs.exists(plan_path):
+        return storage.read_json(fs, plan_path)
+    from prefgen.ingest.sources import read_prompts
+
+    # input.path or input.sources (quotas, keyword domains): prefgen.ingest.sources wraps ingest.ingest
+    rows = read_prompts(cfg, in_fs, paths)
+    if cfg.ingest.near_dup.enabled:
+        from prefgen.ingest.near_dup import reject_near_duplicates
+
+        init_ray(cfg)  # the encoder runs as an actor pool on the cluster
+        reject_near_duplicates(rows, cfg.ingest.near_dup)
+    n = shards.num_shards(len(rows), cfg.execution.shard_rows)
+    by_shard: dict[int, list[dict]] = {s: [] for s in range(n)}
+    for row in rows:
+        row["shard"] = shards.shard_of(row["id"] or row_key(row), n)
+        by_shard[row["shard"]].append(row)
+    for shard, shard_rows in by_shard.items():
+        if shard_rows:
+            storage.write_parquet_atomic(
+                fs, shards.phase_file(root, shards.INPUT_PHASE, shard), encode_batch(shard_rows)
+            )
+    plan = {
+        **identity,
+        "records": len(rows),
+        "num_shards": n,
+        "rows": {str(s): len(r) for s, r in by_shard.items() if r},
+        "created_at": now(),
+    }
+    storage.write_json_atomic(fs, plan_path, plan)  # written last: the plan's own commit
+    return plan
+
+
+def read_shard_files(batch: pa.Table, url: str, options: dict) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    fs, _ = storage.filesystem(url, options)
+    tables = [
+        pq.read_table(p, filesystem=storage.arrow_filesystem(fs), schema=ROW_SCHEMA)
+        for p in batch.column("path").to_pylist()
+    ]
+    return pa.concat_tables(tables)
+
+
+def run_phase(cfg, fs, root: str, plan: dict, source: str, phase: str, stages) -> None:
+    """Run `stages` over every shard not yet committed in `phase`, committing shard by shard."""
+    done = shards.committed(fs, root, phase)
+    expected = {int(s): n for s, n in plan["rows"].items() if int(s) not in done}
+    if not expected:
+        return
+    files = [shards.phase_file(root, source, s) for s in sorted(expected)]
+    # One tiny task per shard file (not read_parquet: its file listing asks for a whole CPU,
+    # which the model pools may all hold, and the run would wait forever).
+    ds = ray.data.from_items([{"path": f} for f in files], override_num_blocks=len(files))
+    ds = ds.map_batches(
+        partial(
+            read_shard_files,
+            url=cfg.output.path,
+            options=storage.resolve_options(cfg.output.path, cfg.output.storage_options),
+        ),
+        batch_size=1,
+        batch_format="pyarrow",
+        num_cpus=LIGHT_TASK_CPUS,
+    )
+    for stage in stages:
+        ds = stage.apply(ds)
+
+    if phase == shards.FINAL_PHASE:
+        from prefgen.run.sink import commit_final_shard
+
+        def commit(shard: int, table: pa.Table) -> dict:
+            return commit_final_shard(fs, root, shard, table)
+    else:
+
+        def commit(shard: int, table: pa.Table) -> dict:
+            return shards.commit_phase_shard(fs, root, phase, shard, table)
+
+    collector = shards.ShardCollector(
+        expected,
+        commit,
+        phase,
+        max_error_rate=cfg.execution.max_error_rate,
+        min_rows_for_error_rate=cfg.execution.min_rows_for_error_rate,
+    )
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        collector.add(batch)
+    collector.finish()
+    missing = collector.incomplete()
+    if missing:
+        raise RuntimeError(
+            f"phase {phase}: shards never completed (rows received): {missing}; "
+            "run the same command again to redo them"
+        )
