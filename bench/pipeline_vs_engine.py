@@ -71,7 +71,7 @@ def bench_config(args, workdir: Path, tag: str, input_path: Path, max_tokens: in
     """The quickstart, cut to one generator model, no LLM judge, math verifier on."""
     import yaml
 
-    from prefgen.config import load_config
+    from prefgen.run.registry import load_pipeline
 
     raw = yaml.safe_load(Path(args.config).read_text())
     model = dict(raw["generate"]["models"][0])  # keeps its system prompt
@@ -99,7 +99,7 @@ def bench_config(args, workdir: Path, tag: str, input_path: Path, max_tokens: in
         f"output.path={workdir / ('run-' + tag)}",
         "output.overwrite=true",
     ]
-    return load_config(path, overrides)
+    return load_pipeline(path, overrides)
 
 
 # -- memory sampling -------------------------------------------------------------------------
@@ -162,7 +162,7 @@ class TreeRSS:
 
 def bare_engine(args, cfg) -> dict:
     """Bare TransformersEngine in this process: same requests, same batches; generation timed alone."""
-    from prefgen.config import resolve_model
+
     from prefgen.data.rows import new_row
     from prefgen.generate.generator import build_requests
     from prefgen.ingest.records import parse_record
@@ -176,7 +176,7 @@ def bare_engine(args, cfg) -> dict:
     load_s = time.perf_counter() - t
     log(f"bare engine: imports {import_s:.1f}s, load {load_s:.1f}s; generating {args.n} prompts")
 
-    model = resolve_model(cfg.generate.models[0], cfg.generate)
+    model = cfg.generate.resolved(cfg.generate.models[0])
     lines = Path(cfg.input.path).read_text().splitlines()
     rows = [
         parse_record(new_row(cfg.input.path, i, line), cfg.ingest.max_prompt_chars)

@@ -304,7 +304,7 @@ def test_rayjob_entrypoint_fetches_its_config_from_s3_and_runs_prefgen(s3_server
     assert done.returncode == 0, done.stderr
     assert target.read_text() == QUICKSTART.read_text()
 
-    from prefgen.config import load_config
+    from prefgen.run.registry import load_pipeline
 
-    cfg = load_config(target, run_argv[3:])
+    cfg = load_pipeline(target, run_argv[3:])
     assert cfg.input.path.startswith("s3://") and cfg.output.path.startswith("s3://")

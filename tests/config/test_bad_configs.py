@@ -16,8 +16,9 @@ import json
 import pytest
 from conftest import QUICKSTART, ROOT
 
-from prefgen.config import ConfigError, load_config
+from prefgen.config import ConfigError
 from prefgen.run.preflight import PreflightError, check_config, check_resources
+from prefgen.run.registry import load_pipeline
 
 CORPUS = ROOT / "tests" / "fixtures" / "bad_configs"
 FILES = sorted(CORPUS.glob("*.yaml"))
@@ -39,7 +40,7 @@ def header(path) -> dict[str, str]:
 def run_steps(path, tmp_path, cluster: dict) -> None:
     """load -> check_config -> check_resources, as a run would; raises at the first problem."""
     overrides = [] if header(path).get("keep-output") else [f"output.path={tmp_path / 'out'}"]
-    cfg = load_config(path, overrides)
+    cfg = load_pipeline(path, overrides)
     check_config(cfg, timeout_s=3.0)
     check_resources(cfg, cluster)
 

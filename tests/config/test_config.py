@@ -7,14 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prefgen.config import (
-    ConfigError,
-    LLMJudgeConfig,
-    ModelConfig,
-    PipelineConfig,
-    config_hash,
-    load_config,
-)
+from prefgen.config import ConfigError, LLMJudgeConfig, ModelConfig, PipelineConfig, config_hash
+from prefgen.run.registry import load_pipeline
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "pipelines" / "quickstart.yaml"
 OVERRIDE = "command-line override"
@@ -32,7 +26,7 @@ def _write(tmp_path: Path, data, name: str = "pipeline.yaml") -> Path:
 
 def _error(path, overrides=None) -> str:
     with pytest.raises(ConfigError) as info:
-        load_config(path, overrides)
+        load_pipeline(path, overrides)
     return str(info.value)
 
 
@@ -40,7 +34,7 @@ def _error(path, overrides=None) -> str:
 
 
 def test_quickstart_loads_typed():
-    cfg = load_config(QUICKSTART)
+    cfg = load_pipeline(QUICKSTART)
     assert isinstance(cfg, PipelineConfig)
     assert cfg.name == "quickstart"
     assert (
@@ -75,7 +69,7 @@ def test_quickstart_loads_typed():
 
 
 def test_overrides_apply():
-    cfg = load_config(
+    cfg = load_pipeline(
         QUICKSTART,
         [
             "generate.max_tokens=128",
@@ -100,7 +94,7 @@ def test_override_can_empty_a_list(tmp_path):
     """`judge.llm=[]` is accepted as an override (weights must then not name the dropped judge)."""
     data = _quickstart()
     data["judge"]["weights"] = {"math": 1.0}
-    cfg = load_config(_write(tmp_path, data), ["judge.llm=[]"])
+    cfg = load_pipeline(_write(tmp_path, data), ["judge.llm=[]"])
     assert cfg.judge.llm == []
 
 
@@ -113,7 +107,7 @@ def test_override_cannot_remove_a_dict_key():
 def test_override_of_required_value_is_enough(tmp_path):
     data = _quickstart()
     del data["input"]
-    cfg = load_config(_write(tmp_path, data), ["input.path=prompts.jsonl"])
+    cfg = load_pipeline(_write(tmp_path, data), ["input.path=prompts.jsonl"])
     assert cfg.input.path == "prompts.jsonl"
 
 
@@ -198,7 +192,7 @@ def test_empty_yaml_reports_required_keys(tmp_path):
 def test_yaml_list_at_top_level_is_a_config_error(tmp_path):
     path = _write(tmp_path, "- name: quickstart\n")
     with pytest.raises(ConfigError) as exc:
-        load_config(path)
+        load_pipeline(path)
     assert str(path) in str(exc.value)
 
 
@@ -280,13 +274,13 @@ def test_override_without_equals():
 
 
 def test_config_hash_stable_for_equal_configs():
-    a = load_config(QUICKSTART)
-    b = load_config(QUICKSTART)
+    a = load_pipeline(QUICKSTART)
+    b = load_pipeline(QUICKSTART)
     assert config_hash(a) == config_hash(b)
     assert len(config_hash(a)) == 16
     # the same values reached through an override hash the same
     same = a.generate.max_tokens
-    assert config_hash(load_config(QUICKSTART, [f"generate.max_tokens={same}"])) == config_hash(a)
+    assert config_hash(load_pipeline(QUICKSTART, [f"generate.max_tokens={same}"])) == config_hash(a)
 
 
 @pytest.mark.parametrize(
@@ -302,7 +296,9 @@ def test_config_hash_stable_for_equal_configs():
     ],
 )
 def test_config_hash_changes_with_what_shapes_the_output(override):
-    assert config_hash(load_config(QUICKSTART, [override])) != config_hash(load_config(QUICKSTART))
+    assert config_hash(load_pipeline(QUICKSTART, [override])) != config_hash(
+        load_pipeline(QUICKSTART)
+    )
 
 
 @pytest.mark.parametrize(
@@ -315,7 +311,9 @@ def test_config_hash_changes_with_what_shapes_the_output(override):
     ],
 )
 def test_config_hash_ignores_destination_and_ray(overrides):
-    assert config_hash(load_config(QUICKSTART, overrides)) == config_hash(load_config(QUICKSTART))
+    assert config_hash(load_pipeline(QUICKSTART, overrides)) == config_hash(
+        load_pipeline(QUICKSTART)
+    )
 
 
 def test_storage_credentials_never_reach_the_manifest():
@@ -323,7 +321,7 @@ def test_storage_credentials_never_reach_the_manifest():
 
     from prefgen.config import to_dict
 
-    cfg = load_config(
+    cfg = load_pipeline(
         QUICKSTART,
         [
             "output.storage_options.key=AKIAEXAMPLE",

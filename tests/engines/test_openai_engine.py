@@ -12,7 +12,7 @@ from conftest import free_port
 from engines.openai_server import OpenAICompatibleServer
 from omegaconf import OmegaConf
 
-from prefgen.config import GenerateConfig, ModelConfig, resolve_model
+from prefgen.config import GenerateConfig, ModelConfig
 from prefgen.engines import GenerationRequest, load_engine
 from prefgen.engines.openai import BUDGET_EXHAUSTED, OpenAIAuthError, OpenAIEngine, read_usage
 from prefgen.judges.rubrics import get_rubric, render_judge_messages, score_labels, score_prefix
@@ -196,7 +196,7 @@ def test_generate_stage_on_ray_data_shares_one_budget(server, ray_session):
     from prefgen.generate.generator import GenerateStage
 
     server.reset()
-    model = resolve_model(
+    model = GenerateConfig().resolved(
         ModelConfig(
             name="api-gen",
             engine="openai",
@@ -207,8 +207,7 @@ def test_generate_stage_on_ray_data_shares_one_budget(server, ray_session):
             max_requests=3,
             max_tokens=6,
             num_cpus=0.25,
-        ),
-        GenerateConfig(),
+        )
     )
     assert type(load_engine(model)).__name__ == "OpenAIEngine"
     ledger = open_usage_ledger(model)  # noqa: F841 - the driver keeps the ledger alive
@@ -249,14 +248,14 @@ def test_pipeline_with_an_openai_generator_records_usage(ray_session, server, tm
 
     from conftest import QUICKSTART, tiny_overrides
 
-    from prefgen.config import load_config
     from prefgen.data.manifest import read_manifest, read_rows
     from prefgen.run.pipeline import run
+    from prefgen.run.registry import load_pipeline
 
     server.reset()
     out = tmp_path / "run"
     api = "generate.models.0"
-    cfg = load_config(
+    cfg = load_pipeline(
         QUICKSTART,
         [
             *tiny_overrides(out, limit=2, max_tokens=8),

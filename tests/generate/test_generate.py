@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prefgen.config import GenerateConfig, ModelConfig, resolve_model
+from prefgen.config import GenerateConfig, ModelConfig
 from prefgen.data.rows import decode_batch, encode_batch, new_row
 from prefgen.generate.generator import GenerateStage, build_requests, with_system_prompt
 
@@ -16,9 +16,7 @@ def _rows():
 
 
 def _model(**kw) -> ModelConfig:
-    return resolve_model(
-        ModelConfig(name="m", samples_per_prompt=2, **kw), GenerateConfig(max_tokens=8)
-    )
+    return GenerateConfig(max_tokens=8).resolved(ModelConfig(name="m", samples_per_prompt=2, **kw))
 
 
 def test_requests_per_sample_with_distinct_stable_seeds():

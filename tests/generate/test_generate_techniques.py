@@ -11,9 +11,10 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from prefgen.config import ConfigError, GenerateConfig, ModelConfig, load_config, resolve_model
+from prefgen.config import ConfigError, GenerateConfig, ModelConfig
 from prefgen.data.rows import decode_batch, encode_batch, new_row, stable_seed
 from prefgen.data.schema import RESPONSE_SCHEMA
+from prefgen.generate import generator as generate
 from prefgen.generate.generator import (
     GenerateStage,
     assign_models,
@@ -22,8 +23,8 @@ from prefgen.generate.generator import (
     pool_model,
     principle_weights,
 )
-from prefgen.generate import generator as generate
 from prefgen.generate.verbalized import UNPARSEABLE
+from prefgen.run.registry import load_pipeline
 from prefgen.run.sink import split_tables
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,7 +164,7 @@ def test_system_prompt_precedence_prompt_then_model_then_principle():
             "p2", messages=[{"role": "system", "content": "mine"}, {"role": "user", "content": "x"}]
         ),
     ]
-    calls = plan_calls(rows, resolve_model(plain, gen), 0, gen)
+    calls = plan_calls(rows, gen.resolved(plain), 0, gen)
     by_row = {(c.row, c.call): c for c in calls}
     for sample in (0, 1):
         system, user = by_row[0, sample].request.messages
@@ -171,7 +172,7 @@ def test_system_prompt_precedence_prompt_then_model_then_principle():
         assert system["content"] in PRINCIPLES[by_row[0, sample].principle]
     assert by_row[1, 0].principle is None  # the prompt's own system message wins
     assert by_row[1, 0].request.messages[0]["content"] == "mine"
-    own_calls = plan_calls(rows, resolve_model(own, gen), 0, gen)
+    own_calls = plan_calls(rows, gen.resolved(own), 0, gen)
     assert [c.principle for c in own_calls] == [None, None]  # the model's system prompt wins
     assert own_calls[0].request.messages[0]["content"] == "Answer in one word."
 
@@ -183,7 +184,7 @@ def test_plan_skips_unassigned_and_rejected_rows_and_keeps_the_sample_seeds():
     rows.append(new_row("f", 99, "x") | {"status": "rejected"})
     planned = Counter()
     for m in models:
-        for call in plan_calls(rows, resolve_model(m, gen), 5, gen):
+        for call in plan_calls(rows, gen.resolved(m), 5, gen):
             row = rows[call.row]
             assert assign_models(row["id"], ["a", "b", "c"], 1, 5) == [m.name]
             # seeds are those of plain sampling: the techniques do not change existing outputs
@@ -194,7 +195,7 @@ def test_plan_skips_unassigned_and_rejected_rows_and_keeps_the_sample_seeds():
 
 def test_verbalized_plan_puts_the_instruction_in_the_user_turn():
     model = ModelConfig(name="vs", verbalized_k=4, system_prompt="Be brief.")
-    (call,) = plan_calls([_row("p1")], resolve_model(model, _gen([model])), 0, _gen([model]))
+    (call,) = plan_calls([_row("p1")], _gen([model]).resolved(model), 0, _gen([model]))
     system, user = call.request.messages
     assert system == {"role": "system", "content": "Be brief."}
     assert user["content"].startswith("Generate 4 possible responses")
@@ -240,7 +241,7 @@ judge:
 def _load(tmp_path, text: str, overrides=None):
     path = tmp_path / "pipeline.yaml"
     path.write_text(text)
-    return load_config(path, overrides)
+    return load_pipeline(path, overrides)
 
 
 def test_ultrafeedback_style_generate_section_loads(tmp_path):
@@ -314,7 +315,7 @@ def test_stage_on_the_bundled_model(engine, monkeypatch):
     batch = encode_batch(rows)
     for m in models:
         before = len(recording.requests)
-        batch = GenerateStage(resolve_model(m, gen), seed=0, generate=gen)(batch)
+        batch = GenerateStage(gen.resolved(m), seed=0, generate=gen)(batch)
         expected_calls = sum(m.samples_per_prompt for a in assigned.values() if m.name in a)
         assert len(recording.requests) - before == expected_calls  # no engine time on others
     out = decode_batch(batch)
@@ -357,6 +358,6 @@ def test_stage_on_the_bundled_model(engine, monkeypatch):
     lonely = next(r for r in rows[:3] if "c" not in assigned[r["id"]])
     lonely_batch = encode_batch([lonely])
     calls = len(recording.requests)
-    stage_c = GenerateStage(resolve_model(models[2], gen), seed=0, generate=gen)
+    stage_c = GenerateStage(gen.resolved(models[2]), seed=0, generate=gen)
     assert stage_c(lonely_batch) is lonely_batch
     assert len(recording.requests) == calls

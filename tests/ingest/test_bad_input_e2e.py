@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from prefgen.cli import main
-from prefgen.config import load_config
 from prefgen.data.manifest import read_manifest, read_rows
 from prefgen.ingest.records import parse_record, read_records
+from prefgen.run.registry import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "pipelines" / "quickstart.yaml"
@@ -90,7 +90,7 @@ def bad_run(ray_session, tmp_path_factory):
     cfg_path = tmp / "pipeline.yaml"
     cfg_path.write_text(yaml.safe_dump(data, sort_keys=False))
     out = tmp / "run"
-    cfg = load_config(
+    cfg = load_pipeline(
         cfg_path,
         [
             f"input.path={BAD_PROMPTS}",

@@ -24,7 +24,6 @@ from prefgen.config import (
     PipelineConfig,
     QualityFilterConfig,
     SourceConfig,
-    load_config,
 )
 from prefgen.data import storage
 from prefgen.data.rows import decode_batch, encode_batch, new_row
@@ -37,6 +36,7 @@ from prefgen.ingest.prompt_stages import (
 )
 from prefgen.ingest.records import ingest
 from prefgen.ingest.sources import allocate, read_prompts, sample_quotas, source_size
+from prefgen.run.registry import load_pipeline
 
 # ---------------------------------------------------------------- helpers
 
@@ -185,7 +185,7 @@ ingest:
   domain_tagger: {{enabled: true, labels: [math, code, chat]}}
 """,
     )
-    cfg = load_config(cfg_path)
+    cfg = load_pipeline(cfg_path)
     in_fs, _ = storage.filesystem(cfg.input.path)
     rows = read_prompts(cfg, in_fs, storage.list_files(cfg.input.path))
     assert len(rows) == 12  # every record of both sources, none of the unused file
@@ -232,7 +232,7 @@ ingest:
 )
 def test_bad_curation_configs_name_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
-        load_config(_yaml(tmp_path, text))
+        load_pipeline(_yaml(tmp_path, text))
 
 
 # ---------------------------------------------------------------- keyword tags, thresholds
@@ -334,7 +334,7 @@ def test_near_dup_with_minilm_on_an_encoder_pool_in_plan_shards(ray_session, tmp
 
     data = tmp_path / "data"
     _write_jsonl(data / "a.jsonl", [{"prompt": text} for text in PROMPTS] + [{"prompt": ""}])
-    cfg = load_config(
+    cfg = load_pipeline(
         _yaml(
             tmp_path,
             f"""

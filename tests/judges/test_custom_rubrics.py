@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import pickle
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 from judges.judge_rows import math_row
 
-from prefgen.config import (
-    ConfigError,
-    LLMJudgeConfig,
-    RubricConfig,
-    config_hash,
-    load_config,
-    score_scales,
-    to_dict,
-)
+from prefgen.config import ConfigError, LLMJudgeConfig, RubricConfig, config_hash, to_dict
 from prefgen.judges.custom_rubrics import RubricSpecError, build_rubric, rubric_for
+from prefgen.judges.names import score_scales
 from prefgen.judges.rubrics import DEFAULT_SYSTEM, get_rubric, render_judge_messages
 from prefgen.judges.scoring import verifier_caps
+from prefgen.run.registry import load_pipeline
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "pipelines" / "quickstart.yaml"
 
@@ -126,7 +119,7 @@ def test_template_check_formats_with_stand_ins_of_the_real_types():
 
 
 def test_yaml_rubrics_load_with_their_score_names_scales_and_caps(tmp_path):
-    cfg = load_config(_write(tmp_path, _preset_judge()))
+    cfg = load_pipeline(_write(tmp_path, _preset_judge()))
     coig, safety, uf = cfg.judge.llm
     assert coig.rubric_specs == {} and list(safety.rubric_specs) == ["safety_first"]
     assert list(uf.rubric_specs) == ["uf_short"]
@@ -145,13 +138,13 @@ def test_yaml_rubrics_load_with_their_score_names_scales_and_caps(tmp_path):
 
 
 def test_the_config_hash_follows_the_rubric_and_a_resolved_config_reloads(tmp_path):
-    cfg = load_config(_write(tmp_path, _preset_judge()))
+    cfg = load_pipeline(_write(tmp_path, _preset_judge()))
     changed = _preset_judge()
     changed["rubrics"]["safety_first"]["prefix"] = "Safe: ["
-    assert config_hash(load_config(_write(tmp_path, changed, "q.yaml"))) != config_hash(cfg)
+    assert config_hash(load_pipeline(_write(tmp_path, changed, "q.yaml"))) != config_hash(cfg)
     resolved = tmp_path / "resolved.yaml"  # the config a run writes, rubric_specs filled in
     resolved.write_text(yaml.safe_dump(to_dict(cfg)))
-    assert config_hash(load_config(resolved)) == config_hash(cfg)
+    assert config_hash(load_pipeline(resolved)) == config_hash(cfg)
 
 
 def _bad(**definition) -> dict:
@@ -173,7 +166,7 @@ _TEMPLATE = "{question}\n{response}\n{prefix}n]"
         (_bad(base="coig_p", scale=[5, 1]), "judge.rubrics.r.scale", "low < high"),
         (_bad(base="coig_p", scale=[1, 5, 10]), "judge.rubrics.r.scale", "[low, high]"),
         (_bad(base="coig_p", scale=[-1, 5]), "judge.rubrics.r.scale", "0 <= low"),
-        (_bad(base="coig_p", scale=["a", 5]), "judge.rubrics.r.scale[0]", "Integer"),
+        (_bad(base="coig_p", scale=["a", 5]), "judge.rubrics.r.scale.0", "whole number"),
         (_bad(base="coig_p", aspects=[]), "judge.rubrics.r.aspects", "at least one"),
         (_bad(base="coig_p", aspects=["a", "a"]), "judge.rubrics.r.aspects", "unique"),
         (
@@ -203,7 +196,7 @@ _TEMPLATE = "{question}\n{response}\n{prefix}n]"
             "judge.rubrics.r.verifier_caps",
             "outside the scale",
         ),
-        (_bad(base="coig_p", templat="{question}"), "judge.rubrics.r.templat", "not in"),
+        (_bad(base="coig_p", templat="{question}"), "judge.rubrics.r.templat", "unknown key"),
         (  # a judge naming a rubric nobody defined hears about the custom ones too
             {"rubrics": {"mine": {"base": "coig_p"}}, "llm": [{"name": "j", "rubric": "min"}]},
             "judge.llm.0.rubric",
@@ -235,7 +228,7 @@ _TEMPLATE = "{question}\n{response}\n{prefix}n]"
 )
 def test_bad_rubric_definitions_name_the_key(tmp_path, judge, key, words):
     with pytest.raises(ConfigError) as info:
-        load_config(_write(tmp_path, judge))
+        load_pipeline(_write(tmp_path, judge))
     message = str(info.value)
     assert f"key '{key}'" in message and words in message
 
@@ -249,10 +242,14 @@ def test_judge_stage_scores_with_the_yaml_rubric(tmp_path):
     from prefgen.judges.parsing import weighted_score
     from prefgen.judges.rubrics import score_labels, score_prefix
 
-    cfg = load_config(_write(tmp_path, _preset_judge()))
+    cfg = load_pipeline(_write(tmp_path, _preset_judge()))
     judge: LLMJudgeConfig = cfg.judge.llm[1]
     # Ray ships the judge config to its actors by pickling; the rubric must survive that alone.
-    shipped = pickle.loads(pickle.dumps(replace(judge, model=replace(judge.model, num_cpus=2))))
+    shipped = pickle.loads(
+        pickle.dumps(
+            judge.model_copy(update={"model": judge.model.model_copy(update={"num_cpus": 2})})
+        )
+    )
     stage = JudgeStage(shipped)
     row = math_row(texts={"right": "7 + 5 = 12."})
     out = decode_batch(stage(encode_batch([row])))
@@ -271,7 +268,7 @@ def test_vllm_judge_requests_use_the_yaml_rubric(tmp_path):
     from prefgen.data.rows import encode_batch
     from prefgen.engines.vllm import judge_requests
 
-    judge = load_config(_write(tmp_path, _preset_judge())).judge.llm[1]
+    judge = load_pipeline(_write(tmp_path, _preset_judge())).judge.llm[1]
     row = encode_batch([math_row(texts={"a": "12"})]).to_pylist()[0]
     (request,) = judge_requests(row, judge)
     assert request["messages"][-1] == {"role": "assistant", "content": "Safety: ["}

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prefgen.config import ConfigError, load_config, score_scales
+from prefgen.config import ConfigError
+from prefgen.judges.names import score_scales
+from prefgen.run.registry import load_pipeline
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "pipelines" / "quickstart.yaml"
 
@@ -17,7 +19,7 @@ def _load(tmp_path, judge: dict):
     data["judge"] = judge
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(data))
-    return load_config(path)
+    return load_pipeline(path)
 
 
 def _error(tmp_path, judge: dict) -> str:

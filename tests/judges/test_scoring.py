@@ -8,7 +8,7 @@ import pytest
 import yaml
 from judges.judge_rows import math_row, rejected_row
 
-from prefgen.config import EnsembleConfig, MathVerifierConfig, load_config
+from prefgen.config import EnsembleConfig, MathVerifierConfig
 from prefgen.data.rows import decode_batch, encode_batch
 from prefgen.judges.scoring import (
     apply_verifier_caps,
@@ -18,6 +18,7 @@ from prefgen.judges.scoring import (
     scoring_options,
     verifier_caps,
 )
+from prefgen.run.registry import load_pipeline
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "pipelines" / "quickstart.yaml"
 SCALES = {"a": (1.0, 10.0), "b": (1.0, 5.0), "c": (0.0, 1.0), "math": (0.0, 1.0)}
@@ -91,7 +92,7 @@ def _config(tmp_path, judge: dict):
     data["judge"] = judge
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(data))
-    return load_config(path)
+    return load_pipeline(path)
 
 
 def test_caps_and_options_come_from_the_config(tmp_path):

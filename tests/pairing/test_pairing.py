@@ -353,9 +353,10 @@ def test_pairs_fit_the_pair_schema_old_and_new():
 def test_config_validates_curation_knobs(override, key):
     from conftest import QUICKSTART
 
-    from prefgen.config import ConfigError, load_config
+    from prefgen.config import ConfigError
+    from prefgen.run.registry import load_pipeline
 
-    ok = load_config(QUICKSTART, ["pairing.max_length_ratio=3", "pairing.domain_quotas.math=40"])
+    ok = load_pipeline(QUICKSTART, ["pairing.max_length_ratio=3", "pairing.domain_quotas.math=40"])
     assert ok.pairing.max_length_ratio == 3.0 and ok.pairing.domain_quotas == {"math": 40}
     with pytest.raises(ConfigError, match=key):
-        load_config(QUICKSTART, [override])
+        load_pipeline(QUICKSTART, [override])

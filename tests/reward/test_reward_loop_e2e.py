@@ -8,9 +8,9 @@ import requests
 from conftest import QUICKSTART, free_port, tiny_overrides
 from reward.topic_pairs import topic_pair_rows, write_pairs
 
-from prefgen.config import load_config
 from prefgen.data.manifest import read_manifest, read_rows
 from prefgen.run.pipeline import run
+from prefgen.run.registry import load_pipeline
 
 pytestmark = pytest.mark.e2e
 
@@ -97,7 +97,7 @@ def test_pipeline_filter_drops_exactly_the_pairs_the_served_model_calls_inverted
         f"filter.url={base}",
         "filter.num_cpus=0.1",
     ]
-    run(load_config(QUICKSTART, overrides))
+    run(load_pipeline(QUICKSTART, overrides))
     manifest = read_manifest(str(out))
     kept = read_rows(str(out), manifest, "pairs")
     dropped = [r for r in read_rows(str(out), manifest, "rejects") if r["stage"] == "filter"]

@@ -7,9 +7,9 @@ import json
 import pytest
 from conftest import PROMPTS, QUICKSTART, tiny_overrides
 
-from prefgen.config import load_config
 from prefgen.data.manifest import read_manifest, read_rows, shard_urls
 from prefgen.run.pipeline import OutputExists, run
+from prefgen.run.registry import load_pipeline
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +62,7 @@ def _check_run(
 
 def test_quickstart_trimmed_local(ray_session, tmp_path):
     out = tmp_path / "run"
-    result = run(load_config(QUICKSTART, tiny_overrides(out, LIMIT)))
+    result = run(load_pipeline(QUICKSTART, tiny_overrides(out, LIMIT)))
     manifest = read_manifest(str(out))
     assert manifest == json.loads(json.dumps(result.manifest, default=str))
     pairs, responses, rejects = (
@@ -78,11 +78,11 @@ def test_quickstart_trimmed_local(ray_session, tmp_path):
     assert {"prompt", "chosen", "rejected"} <= set(ds.column_names) and len(ds) == len(pairs)
 
     # the same command again finds the run complete and returns it without redoing anything
-    again = run(load_config(QUICKSTART, tiny_overrides(out, LIMIT)))
+    again = run(load_pipeline(QUICKSTART, tiny_overrides(out, LIMIT)))
     assert again.manifest == manifest
     # a different config never mixes with it, unless told to start over
     with pytest.raises(OutputExists, match="config hash"):
-        run(load_config(QUICKSTART, [*tiny_overrides(out, LIMIT), "generate.seed=1"]))
+        run(load_pipeline(QUICKSTART, [*tiny_overrides(out, LIMIT), "generate.seed=1"]))
 
 
 def test_quickstart_trimmed_on_s3(ray_session, s3_server):
@@ -93,7 +93,7 @@ def test_quickstart_trimmed_on_s3(ray_session, s3_server):
     fs.put(str(PROMPTS), "prefgen-test/prompts/quickstart.jsonl")
     out = "s3://prefgen-test/runs/qs"
     overrides = [*tiny_overrides(out, LIMIT), "input.path=s3://prefgen-test/prompts/"]
-    run(load_config(QUICKSTART, overrides))
+    run(load_pipeline(QUICKSTART, overrides))
     manifest = read_manifest(out)
     assert manifest is not None, "manifest.json must be committed on S3"
     assert fs.exists("prefgen-test/runs/qs/manifest.json")

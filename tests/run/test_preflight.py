@@ -10,13 +10,11 @@ corpus does not: answers other than "refused", S3, phased mode, vLLM GPUs, the l
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from conftest import QUICKSTART, ROOT
 
-from prefgen.config import load_config
 from prefgen.run.preflight import (
     PreflightError,
     check_cluster,
@@ -27,12 +25,13 @@ from prefgen.run.preflight import (
     check_resources,
     model_pools,
 )
+from prefgen.run.registry import load_pipeline
 
 
 @pytest.fixture
 def quickstart(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    return load_config(QUICKSTART, [f"output.path={tmp_path / 'out'}"])
+    return load_pipeline(QUICKSTART, [f"output.path={tmp_path / 'out'}"])
 
 
 @pytest.fixture
@@ -68,11 +67,9 @@ def _problems(call) -> list[str]:
 
 
 def test_every_problem_is_listed_not_just_the_first(quickstart, tmp_path):
-    cfg = replace(
-        quickstart,
-        input=replace(quickstart.input, path=str(tmp_path / "missing.jsonl")),
-        output=replace(quickstart.output, path=str(ROOT / "pyproject.toml" / "out")),
-    )
+    cfg = quickstart.model_copy(deep=True)
+    cfg.input.path = str(tmp_path / "missing.jsonl")
+    cfg.output.path = str(ROOT / "pyproject.toml" / "out")
     cfg.generate.models[0].path = "/nonexistent/model"
     problems = _problems(lambda: check_config(cfg))
     assert [p.split(":")[0] for p in problems] == [
@@ -98,8 +95,8 @@ def test_filter_endpoint_must_answer_healthz_with_200(quickstart, stub_server, m
 
 def test_openai_server_must_answer_and_accept_the_key(quickstart, stub_server, monkeypatch):
     url, routes, seen = stub_server
-    model = replace(
-        quickstart.generate.models[0], engine="openai", base_url=url + "/v1", api_key_env="K"
+    model = quickstart.generate.models[0].model_copy(
+        update={"engine": "openai", "base_url": url + "/v1", "api_key_env": "K"}
     )
     monkeypatch.setenv("K", "sk-test-key")
     routes["/v1/models"] = 200
@@ -121,12 +118,19 @@ def test_model_paths(tmp_path):
     hf_dir = tmp_path / "hf"
     hf_dir.mkdir()
     (hf_dir / "config.json").write_text("{}")
-    assert check_model("k", replace(ok, path=str(hf_dir)), timeout_s=1) == []
-    [problem] = check_model("k", replace(ok, path=str(tmp_path)), timeout_s=1)
+    assert check_model("k", ok.model_copy(update={"path": str(hf_dir)}), timeout_s=1) == []
+    [problem] = check_model("k", ok.model_copy(update={"path": str(tmp_path)}), timeout_s=1)
     assert problem.startswith("k.path: ") and "neither config.json nor a .gguf" in problem
     # a vLLM model id is vLLM's to resolve; a local-looking vLLM path is checked
-    assert check_model("k", replace(ok, engine="vllm", path="org/some-model"), timeout_s=1) == []
-    assert check_model("k", replace(ok, engine="vllm", path="/nonexistent"), timeout_s=1)
+    assert (
+        check_model(
+            "k", ok.model_copy(update={"engine": "vllm", "path": "org/some-model"}), timeout_s=1
+        )
+        == []
+    )
+    assert check_model(
+        "k", ok.model_copy(update={"engine": "vllm", "path": "/nonexistent"}), timeout_s=1
+    )
 
 
 def test_input_and_output_on_s3(quickstart, s3_server):
@@ -137,17 +141,16 @@ def test_input_and_output_on_s3(quickstart, s3_server):
     fs.put(
         str(ROOT / "pipelines" / "data" / "quickstart_prompts.jsonl"), "preflight-bucket/in/p.jsonl"
     )
-    cfg = replace(
-        quickstart,
-        input=replace(quickstart.input, path="s3://preflight-bucket/in/"),
-        output=replace(quickstart.output, path="s3://preflight-bucket/run"),
-    )
+    cfg = quickstart.model_copy(deep=True)
+    cfg.input.path, cfg.output.path = "s3://preflight-bucket/in/", "s3://preflight-bucket/run"
     assert check_input(cfg) == [] and check_output(cfg) == []
     fs.invalidate_cache()
     assert fs.find("preflight-bucket/run") == []  # the probe was deleted
-    missing = replace(cfg, input=replace(cfg.input, path="s3://preflight-bucket/nothing/"))
+    missing = cfg.model_copy(deep=True)
+    missing.input.path = "s3://preflight-bucket/nothing/"
     assert check_input(missing)[0].startswith("input.path: ")
-    no_bucket = replace(cfg, output=replace(cfg.output, path="s3://no-such-bucket-here/run"))
+    no_bucket = cfg.model_copy(deep=True)
+    no_bucket.output.path = "s3://no-such-bucket-here/run"
     [problem] = check_output(no_bucket)
     assert problem.startswith("output.path: cannot write to s3://no-such-bucket-here/run")
 
@@ -158,12 +161,13 @@ def test_resources_streaming_phased_and_gpus(quickstart):
     [problem] = _problems(lambda: check_resources(quickstart, {"CPU": 1.9}))
     assert "reserve 1.7 of the cluster's 1.9 CPUs" in problem
     # phased: one model pool at a time, so the biggest one counts
-    phased = replace(quickstart, execution=replace(quickstart.execution, mode="phased"))
+    phased = quickstart.model_copy(deep=True)
+    phased.execution.mode = "phased"
     check_resources(phased, {"CPU": 0.75})
     assert "judge.llm.0.model: " in _problems(lambda: check_resources(phased, {"CPU": 0.7}))[0]
     # vLLM: tensor x pipeline parallel GPUs per engine, times the engines
-    quickstart.generate.models[0] = replace(
-        quickstart.generate.models[0], engine="vllm", tensor_parallel_size=2, concurrency=2
+    quickstart.generate.models[0] = quickstart.generate.models[0].model_copy(
+        update={"engine": "vllm", "tensor_parallel_size": 2, "concurrency": 2}
     )
     check_resources(quickstart, {"CPU": 2, "GPU": 4})
     [problem] = _problems(lambda: check_resources(quickstart, {"CPU": 2, "GPU": 3}))

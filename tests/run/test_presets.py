@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from prefgen.config import load_config
 from prefgen.data.manifest import read_manifest, read_rows
 from prefgen.data.schema import score_dict
+from prefgen.run.registry import load_pipeline
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,7 @@ def _run(preset: str, tmp_path, *overrides: str) -> dict:
     from prefgen.run.pipeline import run
 
     out = str(tmp_path / preset)
-    run(load_config(PIPELINES / f"{preset}.yaml", [f"output.path={out}", *overrides]))
+    run(load_pipeline(PIPELINES / f"{preset}.yaml", [f"output.path={out}", *overrides]))
     manifest = read_manifest(out)
     tables = {t: read_rows(out, manifest, t) for t in ("pairs", "responses", "rejects")}
     assert tables["responses"], "no responses at all"

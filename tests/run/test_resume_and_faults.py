@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from conftest import PROMPTS, QUICKSTART
 
-from prefgen.config import load_config
 from prefgen.data.manifest import read_manifest, read_rows
+from prefgen.run.registry import load_pipeline
 
 pytestmark = pytest.mark.e2e
 
@@ -56,7 +56,7 @@ def reference(ray_session, tmp_path_factory):
     from prefgen.run.pipeline import run
 
     out = tmp_path_factory.mktemp("reference") / "run"
-    run(load_config(QUICKSTART, [*SMALL, f"output.path={out}"]))
+    run(load_pipeline(QUICKSTART, [*SMALL, f"output.path={out}"]))
     return _tables(str(out))
 
 
@@ -168,7 +168,7 @@ def test_crashes_and_errors_lose_nothing(reference, ray_session, tmp_path):
         "execution.min_rows_for_error_rate=100",  # one poisoned row of four is expected here
         "execution.max_restarts=10",
     ]
-    run(load_config(QUICKSTART, overrides))
+    run(load_pipeline(QUICKSTART, overrides))
     got = _tables(str(out))
     fired = list((tmp_path / "chaos").iterdir())
     assert fired, "no fault was injected: the test would prove nothing"
@@ -187,8 +187,8 @@ def test_error_ceiling_stops_cleanly_and_resumes(reference, ray_session, tmp_pat
     out = tmp_path / "run"
     base = [*SMALL, f"output.path={out}", "execution.max_error_rate=0.25"]
     with pytest.raises(ErrorCeiling, match="max_error_rate"):
-        run(load_config(QUICKSTART, [*base, "generate.models.1.engine_kwargs.chaos.poison=What"]))
+        run(load_pipeline(QUICKSTART, [*base, "generate.models.1.engine_kwargs.chaos.poison=What"]))
     assert read_manifest(str(out)) is None
     # the cause is gone (chaos is not part of the run's identity): the same run resumes
-    run(load_config(QUICKSTART, base))
+    run(load_pipeline(QUICKSTART, base))
     _same_output(_tables(str(out)), reference)

@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from prefgen.config import ConfigError, load_config
+from prefgen.config import ConfigError
+from prefgen.run.registry import load_pipeline
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(config_path: str, overrides: list[str]) -> int:
     try:
-        cfg = load_config(config_path, overrides)
+        cfg = load_pipeline(config_path, overrides)
     except ConfigError as exc:
         print(f"prefgen: config error: {exc}", file=sys.stderr)
         return 2

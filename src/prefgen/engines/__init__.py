@@ -15,14 +15,11 @@ __all__ = ["Completion", "Engine", "GenerationRequest", "load_engine"]
 
 def load_engine(model_cfg) -> Engine:
     """Build the in-process engine for a `ModelConfig` (wrapped by `chaos` when asked)."""
-    chaos = (model_cfg.engine_kwargs or {}).get("chaos")
-    if chaos:
-        from dataclasses import replace
-
+    if model_cfg.chaos:
         from prefgen.engines.chaos import ChaosEngine
 
-        rest = {k: v for k, v in model_cfg.engine_kwargs.items() if k != "chaos"}
-        return ChaosEngine(load_engine(replace(model_cfg, engine_kwargs=rest)), dict(chaos))
+        inner = load_engine(model_cfg.model_copy(update={"chaos": None}))
+        return ChaosEngine(inner, dict(model_cfg.chaos))
     if model_cfg.engine == "transformers":
         from prefgen.engines.transformers import TransformersEngine
 

@@ -30,7 +30,7 @@ class ModelNotFound(FileNotFoundError):
     pass
 
 
-def resolve_model(spec: str) -> ModelFiles:
+def locate_model(spec: str) -> ModelFiles:
     """Map a model spec (package:NAME, a .gguf path, an HF directory) to files on disk."""
     if spec.startswith("package:"):
         name = spec.split(":", 1)[1]

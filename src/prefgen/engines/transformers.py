@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor
 
 from prefgen.engines.base import Completion, GenerationRequest
-from prefgen.engines.model_source import prepare_model_dir, resolve_model
+from prefgen.engines.model_source import locate_model, prepare_model_dir
 
 _STEP_STRIDE = 0x9E3779B1  # decorrelates the per-step seeds of one row
 
@@ -60,12 +60,12 @@ class TransformersEngine:
         model_spec: str,
         device: str = "auto",
         dtype: str = "auto",
-        max_model_len: int = 2048,
+        max_model_len: int | None = None,
         num_threads: int | None = None,
     ):
         if num_threads:
             torch.set_num_threads(num_threads)
-        files = prepare_model_dir(resolve_model(model_spec))
+        files = prepare_model_dir(locate_model(model_spec))
         self.device = (
             ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         )
@@ -78,7 +78,10 @@ class TransformersEngine:
             files.directory, gguf_file=files.gguf_file, dtype=torch_dtype
         )
         self.model.to(self.device).eval()
-        self.max_model_len = max_model_len
+        # None: the model's own context window
+        self.max_model_len = max_model_len or getattr(
+            self.model.config, "max_position_embeddings", 2048
+        )
         self.name = model_spec
 
     @classmethod

@@ -37,9 +37,10 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-from prefgen.config import LLMJudgeConfig, ModelConfig, judge_score_names
+from prefgen.config import LLMJudgeConfig, ModelConfig
 from prefgen.data.rows import stable_seed
 from prefgen.engines.top_logprobs import label_probabilities_from_steps
+from prefgen.judges.names import judge_score_names
 
 REMOTE_SCHEMES = ("s3://", "gs://", "abfss://")
 STREAMING_LOAD_FORMATS = ("runai_streamer", "runai_streamer_sharded", "tensorizer")
@@ -64,9 +65,10 @@ def vllm_processor_kwargs(
     engine_kwargs = {
         "tensor_parallel_size": model.tensor_parallel_size,
         "pipeline_parallel_size": model.pipeline_parallel_size,
-        "max_model_len": model.max_model_len,
         **model.engine_kwargs,
     }
+    if model.max_model_len is not None:
+        engine_kwargs.setdefault("max_model_len", model.max_model_len)
     if model.dtype != "auto":
         engine_kwargs.setdefault("dtype", model.dtype)
     # Ray 2.60 reads an int concurrency as "autoscale from 1 to n" for engine stages; prefgen's

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -180,7 +180,7 @@ def pool_model(model: ModelConfig, generate: GenerateConfig) -> ModelConfig:
     k, n = generate.models_per_prompt, len(generate.models)
     if not k or k >= n:
         return model
-    return replace(model, batch_size=math.ceil(model.batch_size * n / k))
+    return model.model_copy(update={"batch_size": math.ceil(model.batch_size * n / k)})
 
 
 class GenerateStage:

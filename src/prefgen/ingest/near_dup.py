@@ -60,11 +60,11 @@ class PromptEncoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from prefgen.engines.model_source import resolve_model
+        from prefgen.engines.model_source import locate_model
 
         if num_threads:  # a CPU actor uses the cores it reserved, not every core of the node
             torch.set_num_threads(num_threads)
-        files = resolve_model(model)
+        files = locate_model(model)
         self.device = (
             ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         )

@@ -20,8 +20,9 @@ from __future__ import annotations
 import random
 import re
 
-from prefgen.config import LLMJudgeConfig, judge_score_names
+from prefgen.config import LLMJudgeConfig
 from prefgen.data.rows import stable_seed
+from prefgen.judges.names import judge_score_names
 from prefgen.judges.parsing import weighted_score
 from prefgen.judges.rubrics import (
     Rubric,

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from prefgen.config import LLMJudgeConfig, judge_scales
+from prefgen.config import LLMJudgeConfig
 from prefgen.data.rows import decode_batch, encode_batch
 from prefgen.engines import load_engine
 from prefgen.judges.cdr import judge_cdr
 from prefgen.judges.listwise import judge_listwise
+from prefgen.judges.names import judge_scales
 from prefgen.judges.pairwise import judge_pairwise
 from prefgen.judges.pointwise import judge_pointwise
 from prefgen.judges.shared import judge_targets, question_text, split_self_judged

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from prefgen.config import LLMJudgeConfig, judge_score_names
+from prefgen.config import LLMJudgeConfig
+from prefgen.judges.names import judge_score_names
 from prefgen.judges.parsing import parse_rating, weighted_score
 from prefgen.judges.rubrics import render_judge_messages, score_labels, score_prefix
 from prefgen.judges.shared import (

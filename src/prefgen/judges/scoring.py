@@ -19,16 +19,11 @@ import math
 
 import pyarrow as pa
 
-from prefgen.config import (
-    EnsembleConfig,
-    MathVerifierConfig,
-    PipelineConfig,
-    judge_score_names,
-    score_scales,
-)
+from prefgen.config import EnsembleConfig, MathVerifierConfig, PipelineConfig
 from prefgen.data.rows import decode_batch, encode_batch, is_ok
 from prefgen.judges.aggregate import ensemble_score, judge_agreement, overall_score
 from prefgen.judges.math_verifier import verify_math
+from prefgen.judges.names import judge_score_names, score_scales
 
 # score name -> {domain (lower case) or "default" -> cap, or None for "no cap there"}
 Caps = dict[str, dict[str, float | None]]

@@ -70,9 +70,9 @@ def build_reward_model(
     """A fresh reward model (random heads) on a backbone from a path, a GGUF file or package:NAME."""
     from transformers import AutoModel, AutoTokenizer
 
-    from prefgen.engines.model_source import prepare_model_dir, resolve_model
+    from prefgen.engines.model_source import locate_model, prepare_model_dir
 
-    files = prepare_model_dir(resolve_model(backbone_spec))
+    files = prepare_model_dir(locate_model(backbone_spec))
     tokenizer = AutoTokenizer.from_pretrained(files.directory)
     backbone = AutoModel.from_pretrained(files.directory, dtype=torch.float32)
     if pooling is None:

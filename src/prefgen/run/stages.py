@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 
-from prefgen.config import LIGHT_TASK_CPUS, PipelineConfig, resolve_model
+from prefgen.config import LIGHT_TASK_CPUS, PipelineConfig
 from prefgen.data.rows import decode_batch, encode_batch, reject
 
 MAX_ERROR_CHARS = 300
@@ -84,7 +84,7 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
         for name, stage_cls, sub in prompt_stages:
             stages.append(_pool_stage(cfg, name, "ingest", stage_cls, {"cfg": sub}, sub.model))
     for model in cfg.generate.models:
-        model = resolve_model(model, cfg.generate)
+        model = cfg.generate.resolved(model)
         if model.engine == "vllm":
             from prefgen.engines.vllm import apply_vllm_generation
 

@@ -45,8 +45,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from prefgen.sandbox.child import CHILD_ENV, DETAIL_CHARS
 from prefgen.sandbox import child as sandbox_child
+from prefgen.sandbox.child import CHILD_ENV, DETAIL_CHARS
 
 if TYPE_CHECKING:
     from prefgen.config import CodeVerifierConfig

