@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import requests
 
-MAX_ITEMS, MAX_CHARS, MAX_BODY_MB = 8, 400, 1
+MAX_ITEMS, MAX_TEXTS, MAX_CHARS, MAX_TOTAL_CHARS, MAX_BODY_MB = 8, 32, 400, 2000, 1
 TOKEN_ENV, TOKEN = "PREFGEN_TEST_RM_TOKEN", "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 RETRY_AFTER_S = 2  # the strict app's Retry-After
@@ -24,7 +24,9 @@ def app_configs(model_dir: str) -> dict[str, dict]:
         "rm": {
             **common,
             "max_items": MAX_ITEMS,
+            "max_texts": MAX_TEXTS,
             "max_chars": MAX_CHARS,
+            "max_total_chars": MAX_TOTAL_CHARS,
             "max_body_mb": MAX_BODY_MB,
         },
         "strict": {

@@ -19,7 +19,15 @@ import pytest
 import requests
 from conftest import ROOT
 
-from prefgen.serve.api import check_limits, filter_result, rank_order, sigmoid
+from prefgen.serve.api import (
+    Limits,
+    Message,
+    check_json_values,
+    check_limits,
+    filter_result,
+    rank_order,
+    sigmoid,
+)
 from prefgen.serve.app import ServeConfig, create_api
 from serve.endpoint import AUTH, GOOD, PROMPT, TOKEN, post
 
@@ -172,9 +180,60 @@ def test_pure_helpers():
     assert filter_result(0.1, 0.2)["reason"] == "below_min_margin"
     assert filter_result(0.0, 0.0)["reason"] == "inverted"
     assert filter_result(-0.3, 0.0)["reason"] == "inverted"
-    check_limits(2, [(("a",), "xx")], max_items=2, max_chars=2)
-    with pytest.raises(Exception, match="limit is 2"):
-        check_limits(3, [], max_items=2, max_chars=2)
+
+
+def _status_and_detail(call) -> tuple[int, object]:
+    from fastapi import HTTPException
+
+    with pytest.raises(HTTPException) as caught:
+        call()
+    return caught.value.status_code, caught.value.detail
+
+
+def test_check_limits_counts_every_text_the_request_tokenizes():
+    limits = Limits(max_items=3, max_texts=8, max_chars=5, max_total_chars=20)
+    two = [Message(role="user", content="hi"), Message(role="ai", content="yo")]  # 10 chars
+    # a shared prompt (one location) is counted once per response: 3 * (2 + 1) = 9 texts
+    shared = [(("prompt",), two, ("responses", i), "r") for i in range(3)]
+    status, detail = _status_and_detail(lambda: check_limits(shared, limits))
+    assert status == 413 and "9 texts to tokenize" in detail and "(max_texts)" in detail
+    # two of them: 6 texts, 2 * (10 + 1) = 22 characters
+    status, detail = _status_and_detail(lambda: check_limits(shared[:2], limits))
+    assert status == 413 and "22 characters to tokenize" in detail
+    assert "the limit is 20 per request (max_total_chars)" in detail
+    check_limits(shared[:1], limits)  # 3 texts, 11 characters
+    status, detail = _status_and_detail(lambda: check_limits(shared * 2, limits))
+    assert status == 413 and "6 texts to score; the limit is 3" in detail  # max_items first
+    # over-long texts anywhere, roles included, are located in the body; the prompt once
+    long_role = [Message(role="system", content="hi")]
+    pairs = [(("prompt",), long_role, ("a",), "abcdef"), (("prompt",), long_role, ("b",), "ok")]
+    status, detail = _status_and_detail(lambda: check_limits(pairs, limits))
+    assert status == 422
+    assert [e["loc"] for e in detail] == [["body", "prompt", 0, "role"], ["body", "a"]]
+    assert detail[0]["msg"] == "text has 6 characters; the limit is 5 (max_chars)"
+    # /get_reward's empty prompt tokenizes nothing: 3 queries are 3 texts
+    check_limits([((), "", ("query", i), "q") for i in range(3)], limits)
+
+
+def test_check_json_values_stops_at_the_bound():
+    limits = Limits(max_items=1, max_texts=1, max_chars=1, max_total_chars=1)  # 20 values
+    check_json_values({"items": [{"prompt": "p", "response": "r"}] * 6}, limits)  # 20 values
+    for body in (
+        {"items": [{"prompt": "p", "response": "r"}] * 7},  # 23 values
+        [1] * 10**7,  # refused on its length, without walking it
+        {"labels": {str(i): None for i in range(20)}},  # object members count
+        {"labels": _nested(5000)},  # deeper than recursion allows: the walk is iterative
+    ):
+        status, detail = _status_and_detail(lambda b=body: check_json_values(b, limits))
+        assert status == 413 and "more than 20 JSON values" in detail
+        assert "4 per text of max_texts=1, plus 16" in detail
+
+
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
 
 
 def test_config_validation_names_the_key():
@@ -189,6 +248,15 @@ def test_config_validation_names_the_key():
         ServeConfig(model="m", max_itemz=3)
     with pytest.raises(ValueError, match="max_chars"):
         ServeConfig(model="m", max_chars=0)
+    with pytest.raises(ValueError, match=r"max_texts \(8\) must be >= max_items \(9\)"):
+        ServeConfig(model="m", max_items=9, max_texts=8)
+    with pytest.raises(ValueError, match="max_total_chars"):
+        ServeConfig(model="m", max_chars=500, max_total_chars=499)
+    defaults = ServeConfig(model="m").limits()  # the defaults serve/README.md documents
+    assert defaults == Limits(
+        max_items=256, max_texts=4096, max_chars=20000, max_total_chars=2_000_000
+    )
+    assert ServeConfig(model="m").max_body_mb == 16
 
 
 def test_serve_config_file_builds():

@@ -1,6 +1,7 @@
 """The reward endpoint's wire format: request and response bodies (pydantic, so FastAPI
-validates them and documents them in /openapi.json), the pure decisions behind the routes, and
-`RequestGuard`, the ASGI layer that bounds request bodies and hides internal errors.
+validates them and documents them in /openapi.json), the pure decisions behind the routes,
+`Limits` (what one request may cost, checked before any tokenizing), and `RequestGuard`, the ASGI
+layer that bounds request bodies and hides internal errors.
 
 No Ray and no model here: `prefgen.serve.app` wires these into the Ray Serve deployment, and tests
 call the helpers directly.
@@ -12,6 +13,8 @@ import json
 import logging
 import math
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import HTTPException, Request
@@ -129,7 +132,8 @@ def error_responses(auth: bool) -> dict[int | str, dict[str, Any]]:
     """The error statuses of the scoring routes, for /openapi.json (422 FastAPI adds itself)."""
     described = {
         400: "The body is not parseable (e.g. nested too deep, not UTF-8).",
-        413: "Body over max_body_mb, or more texts than max_items.",
+        413: "Over a request limit: max_body_mb, max_items, max_texts or max_total_chars "
+        "(the message names it).",
         415: "Content-Type is not application/json.",
         500: "Unexpected server error; the body holds only a request id.",
         503: "Overloaded (queue full): retry after the Retry-After header's seconds.",
@@ -215,7 +219,7 @@ class RequestGuard:
                 await _send_json(send, 500, detail)
 
     def _too_large(self) -> str:
-        return f"body over {self.max_body_bytes / 2**20:g} MB"
+        return f"body over {self.max_body_bytes / 2**20:g} MB (max_body_mb)"
 
 
 async def _send_json(send, status: int, body: dict) -> None:
@@ -229,7 +233,10 @@ def require_json(request: Request) -> None:
     """Route dependency: a scoring request must say its body is JSON (415 otherwise), so a
     form post or text/plain gets a message that says what to fix instead of a shape error."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != "application/json" and not media.endswith("+json"):
+    # the media types FastAPI parses as JSON; anything else would reach validation as bytes
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
         raise HTTPException(415, f"Content-Type must be application/json, got {media or 'none'!r}")
 
 
@@ -255,34 +262,140 @@ def filter_result(margin: float, min_margin: float) -> dict:
     }
 
 
-def check_limits(
-    scored: int, texts: list[tuple[tuple, str]], max_items: int, max_chars: int
-) -> None:
-    """413 when a request scores more than max_items texts; 422 (FastAPI's error shape) when any
-    text is longer than max_chars. `texts` holds (location in the body, text) pairs."""
-    if scored > max_items:
+MAX_ERRORS = 20  # field errors listed in one 422; the rest are counted, not listed
+
+
+def capped_errors(errors: list[dict]) -> list[dict]:
+    """At most MAX_ERRORS errors, then one entry saying how many were left out, so a body of
+    thousands of wrong values gets a short answer that still says what is wrong."""
+    if len(errors) <= MAX_ERRORS:
+        return errors
+    more = {
+        "loc": ["body"],
+        "msg": f"and {len(errors) - MAX_ERRORS} more errors (the first {MAX_ERRORS} are listed)",
+        "type": "too_many_errors",
+    }
+    return [*errors[:MAX_ERRORS], more]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of a replica (ServeConfig's fields of the same names).
+
+    A "text" is what the tokenizer is given: each message of a prompt (role and content), a
+    prompt string, each response, each /get_reward query. A prompt scored with several responses
+    (/v1/rank, /v1/compare) is tokenized once per response, so it counts once per response.
+    Tokenizer CPU grows with the characters it is handed, and truncation to the model's
+    max_length happens only after a whole text is tokenized, so every bound here is checked
+    before any tokenizing.
+    """
+
+    max_items: int  # (prompt, response) pairs scored: forward-pass rows (413)
+    max_texts: int  # texts tokenized (413)
+    max_chars: int  # characters in any one text, role included (422)
+    max_total_chars: int  # characters tokenized in all (413)
+
+    @property
+    def max_json_values(self) -> int:
+        # A request within max_texts holds at most about 3 JSON values per text (a message is an
+        # object, a role and a content); 4 per text leaves room for the containers around them.
+        return 4 * self.max_texts + 16
+
+
+def check_json_values(body: Any, limits: Limits) -> None:
+    """413 when the parsed body holds more JSON values than any request within the limits can.
+
+    Runs before validation, whose cost (and error list) grows with the values: 8 MB of
+    `{"items": [1, 1, ...]}` took a minute of CPU to answer with a 390 MB list of errors.
+    Iterative (bodies nest ~1000 deep) and stops at the limit, so it costs at most
+    max_json_values steps.
+    """
+    budget = limits.max_json_values
+    stack, count = [body], 1
+    while stack:
+        value = stack.pop()
+        if not isinstance(value, dict | list):
+            continue
+        count += len(value)  # counted before walking: a list of millions is refused at once
+        if count > budget:
+            raise HTTPException(
+                413,
+                f"request body holds more than {budget} JSON values; the limit is {budget} "
+                f"per request (4 per text of max_texts={limits.max_texts}, plus 16)",
+            )
+        stack.extend(value.values() if isinstance(value, dict) else value)
+
+
+# (location of the prompt, prompt, location of the response, response): one pair to score
+ScoredPair = tuple[tuple, Any, tuple, str]
+
+
+def check_limits(pairs: Iterable[ScoredPair], limits: Limits) -> None:
+    """The pairs a request will score against `limits`, before any work on them.
+
+    413 for more than max_items pairs, more than max_texts texts or max_total_chars characters
+    to tokenize; 422 (FastAPI's error shape, located in the body) for a text over max_chars.
+    A prompt shared by several pairs has one location, so it is measured once and counted once
+    per pair.
+    """
+    pairs = list(pairs)
+    if len(pairs) > limits.max_items:
         raise HTTPException(
-            413, f"request has {scored} texts to score; the limit is {max_items} per request"
+            413,
+            f"request has {len(pairs)} texts to score; the limit is {limits.max_items} per "
+            "request (max_items)",
         )
-    errors = [
-        {
-            "loc": ["body", *loc],
-            "msg": f"text has {len(text)} characters; the limit is {max_chars}",
-            "type": "string_too_long",
-        }
-        for loc, text in texts
-        if len(text) > max_chars
-    ]
-    if errors:
-        raise HTTPException(422, errors)
+    measured: dict[tuple, tuple[int, int]] = {}
+    too_long: list[tuple[tuple, int]] = []
+    texts = chars = 0
+    for prompt_loc, prompt, response_loc, response in pairs:
+        if prompt_loc not in measured:
+            measured[prompt_loc] = _measure(prompt_loc, prompt, limits.max_chars, too_long)
+        prompt_texts, prompt_chars = measured[prompt_loc]
+        texts += prompt_texts + 1
+        chars += prompt_chars + len(response)
+        if len(response) > limits.max_chars:
+            too_long.append((response_loc, len(response)))
+    if texts > limits.max_texts:
+        raise HTTPException(
+            413,
+            f"request has {texts} texts to tokenize (each message and response; a prompt once "
+            f"per response scored with it); the limit is {limits.max_texts} per request "
+            "(max_texts)",
+        )
+    if too_long:
+        errors = [
+            {
+                "loc": ["body", *loc],
+                "msg": f"text has {n} characters; the limit is {limits.max_chars} (max_chars)",
+                "type": "string_too_long",
+            }
+            for loc, n in too_long
+        ]
+        raise HTTPException(422, capped_errors(errors))
+    if chars > limits.max_total_chars:
+        raise HTTPException(
+            413,
+            f"request has {chars} characters to tokenize (a prompt once per response scored "
+            f"with it); the limit is {limits.max_total_chars} per request (max_total_chars)",
+        )
+
+
+def _measure(loc: tuple, prompt, max_chars: int, too_long: list) -> tuple[int, int]:
+    """(texts, characters) of one prompt; its over-long texts are appended to `too_long`."""
+    if isinstance(prompt, str):
+        if len(prompt) > max_chars:
+            too_long.append((loc, len(prompt)))
+        return (1 if prompt else 0), len(prompt)  # "" is /get_reward's: nothing to tokenize
+    chars = 0
+    for j, message in enumerate(prompt):
+        for field in ("role", "content"):
+            n = len(getattr(message, field))
+            chars += n
+            if n > max_chars:
+                too_long.append(((*loc, j, field), n))
+    return len(prompt), chars
 
 
 def prompt_value(prompt) -> str | list[dict]:
     return prompt if isinstance(prompt, str) else [m.model_dump() for m in prompt]
-
-
-def prompt_texts(loc: tuple, prompt) -> list[tuple[tuple, str]]:
-    """The texts of a prompt for the length check: the string, or each message's content."""
-    if isinstance(prompt, str):
-        return [(loc, prompt)]
-    return [((*loc, j, "content"), m.content) for j, m in enumerate(prompt)]

@@ -11,13 +11,20 @@ Routes (JSON; the OpenAPI schema is at /openapi.json, the docs at /docs):
 
 A prompt is a string or a list of chat messages ({role, content}). Every (prompt, response) of
 every request joins one `@serve.batch` queue, so concurrent requests share forward passes
-(`max_batch_size` items each). Bodies over `max_body_mb` (declared or chunked) and requests
-with more than `max_items` texts get 413, over-long or empty texts 422, malformed JSON 422, an
-unparseable body 400, a non-JSON Content-Type 415, a full queue 503 with `Retry-After` (Serve's
-`max_queued_requests` + `BackpressureConfig`), an unexpected error a generic 500 carrying only a
-request id (the traceback is in the replica log under that id). With `auth_token_env` set, the
-/v1 routes and /get_reward need `Authorization: Bearer <token>` (401 otherwise; compared in
-constant time); the health routes and the docs stay open.
+(`max_batch_size` items each).
+
+What a request may cost is bounded before any work on it (`prefgen.serve.api.Limits`; the list
+and defaults are in serve/README.md): the body's bytes before it is parsed (`max_body_mb`,
+declared or chunked: 413), its JSON values before it is validated (413), then the pairs it
+scores (`max_items`), the texts (`max_texts`: every message and response, a prompt once per
+response it is scored with) and characters (`max_total_chars`) it would tokenize (413) and the
+characters of any one text (`max_chars`, roles included: 422), before the tokenizer sees any of
+it. Empty texts and malformed JSON get 422, an unparseable body 400, a non-JSON Content-Type
+415, a full queue 503 with `Retry-After` (Serve's `max_queued_requests` + `BackpressureConfig`),
+an unexpected error a generic 500 carrying only a request id (the traceback is in the replica
+log under that id). With `auth_token_env` set, the /v1 routes and /get_reward need
+`Authorization: Bearer <token>` (401 otherwise; compared in constant time, before every limit but
+the body's bytes); the health routes and the docs stay open.
 
 Run it: `prefgen serve --model DIR`, `serve run prefgen.serve:build_app model=DIR`, or
 `serve run serve/reward.yaml`.
@@ -69,6 +76,7 @@ from prefgen.serve.api import (
     CompareResponse,
     FilterRequest,
     FilterResponse,
+    Limits,
     OpenRLHFRequest,
     OpenRLHFResponse,
     RankRequest,
@@ -76,10 +84,11 @@ from prefgen.serve.api import (
     RequestGuard,
     ScoreRequest,
     ScoreResponse,
+    capped_errors,
+    check_json_values,
     check_limits,
     error_responses,
     filter_result,
-    prompt_texts,
     prompt_value,
     rank_order,
     require_json,
@@ -112,9 +121,21 @@ class ServeConfig:
     batch_wait_timeout_s: float = Field(
         default=0.01, ge=0, description="Longest wait for a batch to fill."
     )
-    max_items: int = Field(default=256, ge=1, description="Texts to score per request (413).")
+    # Request limits (413 unless said): checked before any tokenizing, see api.Limits
+    max_items: int = Field(default=256, ge=1, description="Pairs scored per request.")
+    max_texts: int = Field(
+        default=4096,
+        ge=1,
+        description="Texts tokenized per request: messages and responses, a prompt once per "
+        "response scored with it.",
+    )
     max_chars: int = Field(default=20000, ge=1, description="Characters per text (422).")
-    max_body_mb: float = Field(default=64.0, gt=0, description="Content-Length limit (413).")
+    max_total_chars: int = Field(
+        default=2_000_000, ge=1, description="Characters tokenized per request, counted so."
+    )
+    max_body_mb: float = Field(
+        default=16.0, gt=0, description="Body size, checked before parsing (chunked too)."
+    )
     max_ongoing_requests: int = Field(
         default=64, ge=1, description="Requests in flight per replica; >= max_batch_size."
     )
@@ -153,12 +174,29 @@ class ServeConfig:
         return json.loads(value) if isinstance(value, str) else value
 
     def __post_init__(self):
+        # every pair tokenizes at least its response, and one text at max_chars must fit
+        if self.max_texts < self.max_items:
+            raise ValueError(
+                f"max_texts ({self.max_texts}) must be >= max_items ({self.max_items})"
+            )
+        if self.max_total_chars < self.max_chars:
+            raise ValueError(
+                f"max_total_chars ({self.max_total_chars}) must be >= max_chars ({self.max_chars})"
+            )
         if self.max_ongoing_requests < self.max_batch_size:
             # @serve.batch can never fill a batch bigger than the requests a replica admits
             raise ValueError(
                 f"max_ongoing_requests ({self.max_ongoing_requests}) must be >= "
                 f"max_batch_size ({self.max_batch_size})"
             )
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_items=self.max_items,
+            max_texts=self.max_texts,
+            max_chars=self.max_chars,
+            max_total_chars=self.max_total_chars,
+        )
 
     def deployment_options(self) -> dict[str, Any]:
         """Keyword arguments for `RewardServer.options(...)`."""
@@ -197,10 +235,16 @@ def model_version(url: str, storage_options: dict | None = None) -> str:
 
 def create_api(scorer: RewardServer, cfg: ServeConfig, token: str | None) -> FastAPI:
     """The FastAPI app of one replica; `scorer` supplies `score_pairs`, `ready`, `model_id`."""
+    limits = cfg.limits()
     app = FastAPI(
         title="prefgen reward model",
         version=API_VERSION,
-        description="Bradley-Terry reward model: score, compare, rank and filter responses.",
+        description=(
+            "Bradley-Terry reward model: score, compare, rank and filter responses.\n\n"
+            f"Per request: body up to {cfg.max_body_mb:g} MB, {limits.max_items} pairs scored, "
+            f"{limits.max_texts} texts and {limits.max_total_chars} characters tokenized (a "
+            f"prompt once per response scored with it), {limits.max_chars} characters per text."
+        ),
     )
     bearer = HTTPBearer(auto_error=False)
 
@@ -211,11 +255,20 @@ def create_api(scorer: RewardServer, cfg: ServeConfig, token: str | None) -> Fas
                 401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
 
+    async def bounded_json(request: Request) -> None:
+        # FastAPI has parsed the body (cached on the request) but not validated it yet
+        try:
+            body = await request.json() if await request.body() else None
+        except (ValueError, RecursionError):
+            return  # not parseable as JSON after all: validation answers it
+        check_json_values(body, limits)
+
     # Every scoring route sits behind the token (when one is configured; checked first, so an
-    # anonymous caller learns nothing else) and takes JSON only; health and docs stay open.
+    # anonymous caller learns nothing else) and takes JSON only, of a bounded size; health and
+    # docs stay open. Dependencies run before the body is validated.
     auth = [Depends(require_token)] if token is not None else []
     router = APIRouter(
-        dependencies=[*auth, Depends(require_json)],
+        dependencies=[*auth, Depends(require_json), Depends(bounded_json)],
         responses=error_responses(auth=token is not None),
     )
 
@@ -231,10 +284,7 @@ def create_api(scorer: RewardServer, cfg: ServeConfig, token: str | None) -> Fas
             if e.get("type") == "json_invalid" and (e.get("ctx") or {}).get("error"):
                 msg = f"{msg}: {e['ctx']['error']}"
             errors.append({"loc": list(e.get("loc", ())), "msg": msg, "type": e.get("type", "")})
-        return JSONResponse({"detail": errors}, status_code=422)
-
-    def limits(scored: int, texts: list[tuple[tuple, str]]) -> None:
-        check_limits(scored, texts, cfg.max_items, cfg.max_chars)
+        return JSONResponse({"detail": capped_errors(errors)}, status_code=422)
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -253,11 +303,13 @@ def create_api(scorer: RewardServer, cfg: ServeConfig, token: str | None) -> Fas
 
     @router.post("/v1/score", response_model=ScoreResponse, response_model_exclude_none=True)
     async def score_items(body: ScoreRequest):
-        texts = []
-        for i, item in enumerate(body.items):
-            texts += prompt_texts(("items", i, "prompt"), item.prompt)
-            texts.append((("items", i, "response"), item.response))
-        limits(len(body.items), texts)
+        check_limits(
+            (
+                (("items", i, "prompt"), item.prompt, ("items", i, "response"), item.response)
+                for i, item in enumerate(body.items)
+            ),
+            limits,
+        )
         rewards, aspects = await scorer.score_pairs(
             [prompt_value(item.prompt) for item in body.items],
             [item.response for item in body.items],
@@ -271,7 +323,13 @@ def create_api(scorer: RewardServer, cfg: ServeConfig, token: str | None) -> Fas
 
     @router.post("/v1/compare", response_model=CompareResponse)
     async def compare(body: CompareRequest):
-        limits(2, [*prompt_texts(("prompt",), body.prompt), (("a",), body.a), (("b",), body.b)])
+        check_limits(
+            [
+                (("prompt",), body.prompt, ("a",), body.a),
+                (("prompt",), body.prompt, ("b",), body.b),
+            ],
+            limits,
+        )
         prompt = prompt_value(body.prompt)
         (reward_a, reward_b), _aspects = await scorer.score_pairs(
             [prompt, prompt], [body.a, body.b]
@@ -287,10 +345,9 @@ def create_api(scorer: RewardServer, cfg: ServeConfig, token: str | None) -> Fas
 
     @router.post("/v1/rank", response_model=RankResponse)
     async def rank(body: RankRequest):
-        limits(
-            len(body.responses),
-            prompt_texts(("prompt",), body.prompt)
-            + [(("responses", i), r) for i, r in enumerate(body.responses)],
+        check_limits(
+            ((("prompt",), body.prompt, ("responses", i), r) for i, r in enumerate(body.responses)),
+            limits,
         )
         prompt = prompt_value(body.prompt)
         scores, _aspects = await scorer.score_pairs([prompt] * len(body.responses), body.responses)
@@ -298,11 +355,14 @@ def create_api(scorer: RewardServer, cfg: ServeConfig, token: str | None) -> Fas
 
     @router.post("/v1/filter", response_model=FilterResponse)
     async def filter_pairs(body: FilterRequest):
-        texts = []
-        for i, p in enumerate(body.pairs):
-            texts += prompt_texts(("pairs", i, "prompt"), p.prompt)
-            texts += [(("pairs", i, "chosen"), p.chosen), (("pairs", i, "rejected"), p.rejected)]
-        limits(2 * len(body.pairs), texts)
+        check_limits(
+            (
+                (("pairs", i, "prompt"), p.prompt, ("pairs", i, side), getattr(p, side))
+                for i, p in enumerate(body.pairs)
+                for side in ("chosen", "rejected")
+            ),
+            limits,
+        )
         prompts, responses = [], []
         for p in body.pairs:
             prompt = prompt_value(p.prompt)
@@ -321,7 +381,7 @@ def create_api(scorer: RewardServer, cfg: ServeConfig, token: str | None) -> Fas
 
     @router.post("/get_reward", response_model=OpenRLHFResponse)
     async def get_reward(body: OpenRLHFRequest):
-        limits(len(body.query), [(("query", i), q) for i, q in enumerate(body.query)])
+        check_limits(((("query",), "", ("query", i), q) for i, q in enumerate(body.query)), limits)
         rewards, _aspects = await scorer.score_pairs([""] * len(body.query), body.query)
         return {"rewards": rewards, "model": scorer.model_id}
 
