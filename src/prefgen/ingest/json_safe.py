@@ -74,6 +74,8 @@ _DECODER = json.JSONDecoder(parse_int=_parse_int, parse_float=JsonFloat, object_
 
 def decode_json(text: str) -> tuple[Any, str | None]:
     """JSON text -> (value, None), or (None, reject reason); never raises."""
+    if text.startswith("\ufeff"):  # json.loads says so too; the decoder alone would not
+        return None, "bad_json: a byte order mark (U+FEFF) before the record"
     try:
         value = _DECODER.decode(text)
     except _DuplicateKey as exc:

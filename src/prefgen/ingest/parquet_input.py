@@ -70,9 +70,10 @@ def parquet_records(
 
 
 def _rows_claimed(data: bytes) -> int:
-    try:
-        n = pq.read_metadata(io.BytesIO(data)).num_rows
-    except Exception:
+    """How many rows an unopenable file's footer claims: 1 when it cannot say (or lies)."""
+    try:  # a schema past Arrow's depth limit (100) still has a footer that counts its rows
+        n = pq.ParquetFile(io.BytesIO(data), schema_depth_limit=1000).metadata.num_rows
+    except Exception:  # older pyarrow has no schema_depth_limit: count as unreadable
         return 1
     return n if 1 <= n <= _MAX_LOST_ROWS else 1
 
