@@ -1,8 +1,10 @@
-"""Bad input end to end on a real local Ray: every bad line lands in rejects/, nothing crashes.
+"""Bad input end to end on a real local Ray: every bad record lands in rejects/, nothing crashes.
 
-The pipeline runs once per module on tests/fixtures/bad_prompts.jsonl (see make_bad_prompts.py for
-what each line is) with the quickstart's three generators, tiny answers and no LLM judge (the
-math verifier still scores). The CLI test at the bottom needs no Ray.
+The pipeline runs once per module on the bad-input corpus (tests/fixtures/bad_prompts.jsonl,
+bad_prompts.parquet and bad_prompts_binary.parquet; make_bad_prompts.py and make_bad_parquet.py
+say what each line or row is) with the quickstart's three generators, tiny answers and no LLM
+judge (the math verifier still scores). Records are keyed by (file name, index). The CLI tests
+at the bottom need no Ray.
 """
 
 from __future__ import annotations
@@ -27,55 +29,65 @@ ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "pipelines" / "quickstart.yaml"
 DATA = ROOT / "tests" / "fixtures"
 BAD_PROMPTS = DATA / "bad_prompts.jsonl"
+JSONL = BAD_PROMPTS.name
 
 
 def read_json_file(path: Path):
     return json.loads(path.read_text())
 
 
-def _generator():
-    spec = importlib.util.spec_from_file_location("make_bad_prompts", DATA / "make_bad_prompts.py")
+def _load(script: str):
+    spec = importlib.util.spec_from_file_location(script, DATA / f"{script}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-GEN = _generator()
-EXPECTED = {i: want for i, (want, _) in enumerate(GEN.CASES) if want != GEN.SKIP}
-GOOD = sorted(i for i, want in EXPECTED.items() if want == GEN.OK)
-BAD = {i: want for i, want in EXPECTED.items() if want != GEN.OK}
+GEN = _load("make_bad_prompts")
+PARQUET = _load("make_bad_parquet")
+FILES = [JSONL, *PARQUET.FILES]  # the input glob lists them in this (sorted) order
+EXPECTED = {(JSONL, i): want for i, (want, _) in enumerate(GEN.CASES) if want != GEN.SKIP}
+for _name in PARQUET.FILES:
+    EXPECTED.update({(_name, i): want for i, want in enumerate(PARQUET.expected(_name))})
+GOOD = sorted(key for key, want in EXPECTED.items() if want == GEN.OK)
+BAD = {key: want for key, want in EXPECTED.items() if want != GEN.OK}
 
 
-DUP = [i for i, want in BAD.items() if want == "duplicate"][0]
+DUP = [i for (f, i), want in BAD.items() if want == "duplicate"][0]
 ORIGINAL = 0  # the line DUP repeats (make_bad_prompts.py)
 
 
-def _parsed_ids() -> dict[int, str]:
-    """Line index -> prompt id of every line that parses (duplicates included), computed without Ray."""
-    rows = read_records(BAD_PROMPTS.read_bytes(), str(BAD_PROMPTS), "jsonl")
-    return {
-        r["index"]: r["id"] for r in (parse_record(r, 2000) for r in rows) if r["status"] == "ok"
-    }
+def _key(row: dict) -> tuple[str, int]:
+    return Path(row["source"]).name, row["index"]
+
+
+def _parsed_ids() -> dict[tuple[str, int], str]:
+    """(file, index) -> prompt id of every record that parses (duplicates included), without Ray."""
+    ids = {}
+    for name in FILES:
+        rows = read_records((DATA / name).read_bytes(), str(DATA / name), "auto")
+        ids.update({_key(r): r["id"] for r in (parse_record(r, 2000) for r in rows) if r["id"]})
+    return ids
 
 
 def _dedup_loser(rejects: list[dict]) -> int:
     """Which copy of the duplicated prompt was dropped: always the later line (input order wins)."""
-    (dup,) = [r for r in rejects if r["reason"].startswith("duplicate")]
-    assert dup["index"] == DUP, dup
+    (dup,) = [r for r in rejects if r["reason"].startswith("duplicate:")]
+    assert _key(dup) == (JSONL, DUP), dup
     return dup["index"]
 
 
-def _expected_ingest(rejects: list[dict]) -> dict[int, str]:
-    expected = {i: want for i, want in BAD.items() if want != "duplicate"}
-    expected[_dedup_loser(rejects)] = "duplicate"
+def _expected_ingest(rejects: list[dict]) -> dict[tuple[str, int], str]:
+    expected = {key: want for key, want in BAD.items() if want != "duplicate"}
+    expected[(JSONL, _dedup_loser(rejects))] = "duplicate"
     return expected
 
 
-def _good_ids(rejects: list[dict]) -> dict[int, str]:
-    """Line index -> id of the prompts that should reach generation."""
+def _good_ids(rejects: list[dict]) -> dict[tuple[str, int], str]:
+    """(file, index) -> id of the prompts that should reach generation."""
     ids = _parsed_ids()
-    loser = _dedup_loser(rejects)
-    return {i: ids[i] for i in [*GOOD, DUP] if i != loser}
+    loser = (JSONL, _dedup_loser(rejects))
+    return {key: ids[key] for key in [*GOOD, (JSONL, DUP)] if key != loser}
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +105,7 @@ def bad_run(ray_session, tmp_path_factory):
     cfg = load_pipeline(
         cfg_path,
         [
-            f"input.path={BAD_PROMPTS}",
+            f"input.path={DATA}/bad_prompts*",  # the JSONL and both Parquet files
             f"output.path={out}",
             "ingest.max_prompt_chars=2000",
             "generate.max_tokens=8",
@@ -123,41 +135,41 @@ def test_run_finishes_and_commits(bad_run):
 def test_every_bad_line_is_rejected_at_ingest(bad_run):
     expected = _expected_ingest(bad_run.rejects)
     ingest = [r for r in bad_run.rejects if r["stage"] == "ingest"]
-    by_index = Counter(r["index"] for r in ingest)
-    assert all(n == 1 for n in by_index.values()), by_index
-    assert set(by_index) == set(expected), "ingest rejects are exactly the bad lines"
+    by_key = Counter(_key(r) for r in ingest)
+    assert all(n == 1 for n in by_key.values()), by_key
+    assert set(by_key) == set(expected), "ingest rejects are exactly the bad records"
     for r in ingest:
-        want = expected[r["index"]]
-        assert r["source"].endswith("bad_prompts.jsonl")
-        assert r["raw"], r
+        want = expected[_key(r)]
+        assert r["raw"] or want == "unreadable_parquet", r  # nothing of those could be read
         if want == "too_long":
             continue  # see test_too_long_line_reason
-        assert r["reason"].startswith(want), (r["index"], want, r["reason"])
+        assert r["reason"].startswith(want), (_key(r), want, r["reason"])
+    assert {f for f, _ in by_key} == set(FILES)
 
 
 @pytest.mark.e2e
 def test_duplicate_points_at_the_other_copy(bad_run):
     loser = _dedup_loser(bad_run.rejects)
     winner = DUP if loser == ORIGINAL else ORIGINAL
-    (dup,) = [r for r in bad_run.rejects if r["index"] == loser]
+    (dup,) = [r for r in bad_run.rejects if _key(r) == (JSONL, loser)]
     assert dup["reason"].startswith("duplicate")
     assert dup["reason"].endswith(f"bad_prompts.jsonl#{winner}"), dup["reason"]
-    assert dup["id"] == _parsed_ids()[loser]
+    assert dup["id"] == _parsed_ids()[(JSONL, loser)]
     print(f"dedup kept line {winner}, dropped line {loser}")
 
 
 @pytest.mark.e2e
 def test_too_long_line_reason(bad_run):
-    (i,) = [i for i, want in BAD.items() if want == "too_long"]
-    (row,) = [r for r in bad_run.rejects if r["index"] == i]
+    (key,) = [key for key, want in BAD.items() if want == "too_long"]
+    (row,) = [r for r in bad_run.rejects if _key(r) == key]
     assert row["reason"].startswith("too_long"), row["reason"]
     assert len(row["raw"]) <= 2000  # the rejects table keeps a preview, not the whole record
 
 
 @pytest.mark.e2e
 def test_blank_line_is_skipped_not_rejected(bad_run):
-    blank = [i for i, (want, _) in enumerate(GEN.CASES) if want == GEN.SKIP]
-    assert blank and not {r["index"] for r in bad_run.rejects} & set(blank)
+    blank = [(JSONL, i) for i, (want, _) in enumerate(GEN.CASES) if want == GEN.SKIP]
+    assert blank and not {_key(r) for r in bad_run.rejects} & set(blank)
 
 
 @pytest.mark.e2e
@@ -167,9 +179,9 @@ def test_every_good_row_is_accounted_for(bad_run):
     no_pair = {r["id"]: r for r in bad_run.rejects if r["stage"] == "pair"}
     assert not paired & set(no_pair)
     assert paired | set(no_pair) == set(ids.values())
-    for i, pid in ids.items():
+    for key, pid in ids.items():
         if pid in no_pair:
-            assert no_pair[pid]["index"] == i
+            assert _key(no_pair[pid]) == key
             assert no_pair[pid]["reason"].startswith("no_pair"), no_pair[pid]["reason"]
     # every good prompt, and only those, got one response from each of the three models
     models = {m["name"] for m in bad_run.manifest["config"]["generate"]["models"]}
@@ -185,10 +197,33 @@ def test_every_good_row_is_accounted_for(bad_run):
 
 
 @pytest.mark.e2e
+def test_odd_but_valid_values_arrive_unchanged(bad_run):
+    """What ingest keeps on purpose reaches the outputs as the input gave it."""
+    by_id = {r["prompt_id"]: r for r in bad_run.responses}
+    ids = _parsed_ids()
+    # a reference past int64, given as a JSON number: its exact digits
+    (big,) = [
+        i for i, (want, line) in enumerate(GEN.CASES) if want == GEN.OK and b"2 to the" in line
+    ]
+    assert by_id[ids[(JSONL, big)]]["reference"] == "1267650600228229401496703205376"
+    # an escaped NUL stays in the prompt the models saw
+    (nul,) = [i for i, (want, line) in enumerate(GEN.CASES) if want == GEN.OK and b"u0000" in line]
+    assert "5 + 6?\x00 Give" in by_id[ids[(JSONL, nul)]]["prompt"][-1]["content"]
+    # Parquet meta of Arrow types: ISO timestamps, exact decimals, map entries as pairs
+    meta = json.loads(by_id["pq-add"]["prompt_meta"])
+    assert meta["created"] == "2024-05-01T12:30:00+00:00"
+    assert meta["price"] == "1.50"
+    assert meta["tags"] == [["level", 1]]
+    assert meta["info"] == {"source": "unit", "grade": 3}
+    assert by_id["pq-add"]["reference"] == "13"
+
+
+@pytest.mark.e2e
 def test_manifest_counts_match_the_tables(bad_run):
     counts = bad_run.manifest["counts"]
     non_blank = [line for line in BAD_PROMPTS.read_bytes().split(b"\n") if line.strip()]
-    assert counts["records_in"] == len(non_blank) == len(EXPECTED)
+    parquet_rows = sum(len(PARQUET.expected(name)) for name in PARQUET.FILES)
+    assert counts["records_in"] == len(non_blank) + parquet_rows == len(EXPECTED)
     assert counts["prompts_ok"] == len(GOOD)  # one copy of the duplicate is ok
     ingest = [r for r in bad_run.rejects if r["stage"] != "pair"]
     assert counts["rejected_by_reason"] == dict(Counter(r["reason"].split(":")[0] for r in ingest))

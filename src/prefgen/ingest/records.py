@@ -7,97 +7,170 @@ hash of its normalized messages.
 
 Exact duplicates (same normalized messages) are rejected as `duplicate`; the first occurrence
 in input order wins, so the same input always keeps the same copy.
+
+Hostile input is rejected here, on the driver, with a reason, because everything kept is
+written later where a bad value would kill the run: what a kept value may be is
+`prefgen.ingest.json_safe` (surrogates, nesting, big integers, NaN, duplicate keys), how a
+Parquet row becomes a record `prefgen.ingest.parquet_input`. JSONL is UTF-8 (a leading BOM and
+CRLF line ends are accepted; a UTF-16 file is named as such). `id`, `domain` and `reference`
+are text, so a number there is kept as its literal digits. Reasons quote at most a short,
+escaped piece of the input, and `raw` is cut to `MAX_RAW_CHARS` once a record is parsed, so a
+huge line costs memory only while it is read.
 """
 
 from __future__ import annotations
 
-import io
-import json
+import decimal
+import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from prefgen.data.rows import MAX_RAW_CHARS, new_row, reject, stable_hash
+from prefgen.ingest.json_safe import (
+    check_json_safe,
+    clean,
+    decode_json,
+    number_text,
+    string_reason,
+)
+from prefgen.ingest.parquet_input import parquet_records
 
 ROLES = ("system", "user", "assistant")
 # The domain of a prompt that names none: source defaults and domain taggers fill only these.
 DEFAULT_DOMAIN = "general"
+MAX_REASON_CHARS = 500
+_PROMPT_FIELDS = ("prompt", "messages", "domain", "reference", "id")
+_RECORD = "_record"  # a Parquet row's values, from read_records to parse_record (never encoded)
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+# ---------------------------------------------------------------- reading files
 
 
 def read_records(data: bytes, path: str, fmt: str) -> Iterator[dict[str, Any]]:
-    """One input file's bytes -> one raw row per line (JSONL) or row (Parquet).
+    """One input file's bytes -> one raw row per non-blank line (JSONL) or row (Parquet).
 
     Bad UTF-8 and unreadable Parquet become rejected rows here; nothing raises.
     """
     kind = fmt if fmt != "auto" else ("parquet" if str(path).endswith(".parquet") else "jsonl")
-    if kind == "parquet":
-        try:
-            table = pq.read_table(io.BytesIO(data))
-        except Exception as exc:
-            yield reject(new_row(path, 0, ""), "ingest", f"unreadable_parquet: {exc}")
-            return
-        for i, record in enumerate(table.to_pylist()):
-            yield new_row(path, i, json.dumps(record, ensure_ascii=False, default=str))
+    if kind != "parquet":
+        yield from _jsonl_rows(bytes(data), path)
         return
-    for i, line in enumerate(bytes(data).split(b"\n")):
+    for i, preview, record, reason in parquet_records(data, _PROMPT_FIELDS):
+        row = new_row(path, i, clean(preview, MAX_RAW_CHARS))
+        if reason:
+            yield _reject(row, reason)
+        else:
+            row[_RECORD] = record
+            yield row
+
+
+def _jsonl_rows(data: bytes, path: str) -> Iterator[dict[str, Any]]:
+    # A UTF-16 file splits on b"\n" into lines of stray NULs: say why once per line instead.
+    not_utf8 = (
+        "invalid_utf8: the file starts with a UTF-16/32 byte order mark; re-encode it as UTF-8"
+        if data.startswith(_UTF16_BOMS)
+        else None
+    )
+    for i, line in _lines(data):
+        if i == 0 and line.startswith(_UTF8_BOM):  # editors on Windows write one; harmless
+            line = line[len(_UTF8_BOM) :]
+        if line.endswith(b"\r"):  # CRLF files
+            line = line[:-1]
         if not line.strip():
+            continue
+        if not_utf8:
+            yield _reject(new_row(path, i, line.decode("utf-8", "replace")), not_utf8)
             continue
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            yield reject(
+            yield _reject(
                 new_row(path, i, line.decode("utf-8", "replace")),
-                "ingest",
                 f"invalid_utf8: {exc.reason} at byte {exc.start}",
             )
             continue
         yield new_row(path, i, text)
 
 
+def _lines(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """Lines numbered as data.split(b"\\n") would, one copy at a time (not the whole file twice)."""
+    start, i = 0, 0
+    while start <= len(data):
+        end = data.find(b"\n", start)
+        if end < 0:
+            end = len(data)
+        yield i, data[start:end]
+        start, i = end + 1, i + 1
+
+
+# ---------------------------------------------------------------- parsing records
+
+
 def parse_record(row: dict[str, Any], max_prompt_chars: int) -> dict[str, Any]:
     """Validate and normalize one raw record in place; sets status/reason on failure."""
+    record = row.pop(_RECORD, None)
     if row["status"] != "ok":
         return row
-    try:
-        record = json.loads(row["raw"])
-    except json.JSONDecodeError as exc:
-        return reject(row, "ingest", f"bad_json: {exc.msg} (column {exc.colno})")
+    if record is None:
+        record, reason = decode_json(row["raw"])
+        if reason:
+            return _reject(row, reason)
+    fields, reason = _validate(record, max_prompt_chars)
+    if reason:
+        return _reject(row, reason)
+    row.update(fields)
+    row["raw"] = row["raw"][:MAX_RAW_CHARS]  # parsed: keep only a preview for later rejects
+    return row
+
+
+def _validate(record: Any, max_prompt_chars: int) -> tuple[dict[str, Any], str | None]:
+    """A decoded record -> the row fields it fills, or the reason it is rejected."""
     if not isinstance(record, dict):
-        return reject(row, "ingest", f"not_an_object: got {type(record).__name__}")
+        return {}, f"not_an_object: got {type(record).__name__}"
     messages, error = _messages(record)
     if error:
-        return reject(row, "ingest", error)
-    for key in ("domain", "reference", "id"):
-        value = record.get(key)
-        if (
-            value is not None
-            and not isinstance(value, (str, int, float))
-            or isinstance(value, bool)
-        ):
-            return reject(
-                row, "ingest", f"wrong_type: {key} must be a string, got {type(value).__name__}"
-            )
+        return {}, error
     chars = sum(len(m["content"]) for m in messages)
     if chars > max_prompt_chars:
-        return reject(
-            row, "ingest", f"too_long: {chars} chars > ingest.max_prompt_chars={max_prompt_chars}"
-        )
-    row["messages"] = messages
-    row["raw"] = row["raw"][:MAX_RAW_CHARS]  # parsed: keep only a preview for later rejects
-    row["domain"] = str(record["domain"]) if record.get("domain") is not None else DEFAULT_DOMAIN
-    row["reference"] = str(record["reference"]) if record.get("reference") is not None else None
-    row["meta"] = {
-        k: v
-        for k, v in record.items()
-        if k not in ("prompt", "messages", "domain", "reference", "id")
-    }
-    row["id"] = (
-        str(record["id"])
-        if record.get("id") not in (None, "")
-        else "p-" + stable_hash(_normalized(messages))
-    )
-    return row
+        return {}, f"too_long: {chars} chars > ingest.max_prompt_chars={max_prompt_chars}"
+    chat = record.get("messages") is not None
+    for i, m in enumerate(messages):
+        reason = string_reason(m["content"], f"messages[{i}].content" if chat else "prompt")
+        if reason:
+            return {}, reason
+    text = {}
+    for key in ("domain", "reference", "id"):
+        text[key], error = _text_field(record, key)
+        if error:
+            return {}, error
+    meta = {k: v for k, v in record.items() if k not in _PROMPT_FIELDS}
+    reason = check_json_safe(meta, "meta") if meta else None
+    if reason:
+        return {}, reason
+    own_id = text["id"] not in (None, "")
+    return {
+        "messages": messages,
+        "domain": text["domain"] if text["domain"] is not None else DEFAULT_DOMAIN,
+        "reference": text["reference"],
+        "meta": meta,
+        "id": text["id"] if own_id else "p-" + stable_hash(_normalized(messages)),
+    }, None
+
+
+def _text_field(record: dict, key: str) -> tuple[str | None, str | None]:
+    """id, domain, reference: text, whatever scalar they were given as (numbers keep their
+    literal digits)."""
+    value = record.get(key)
+    if value is None:
+        return None, None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, decimal.Decimal)):
+        return None, f"wrong_type: {key} must be a string, got {type(value).__name__}"
+    text = number_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, f"not_finite: {key} is {clean(text, 40)}, not a finite number"
+    return text, string_reason(text, key)
 
 
 def _messages(record: dict) -> tuple[list[dict] | None, str | None]:
@@ -136,6 +209,19 @@ def _normalized(messages: list[dict]) -> list[list[str]]:
     return [[m["role"], " ".join(m["content"].split()).lower()] for m in messages]
 
 
+# ---------------------------------------------------------------- helpers
+
+
+def _reject(row: dict[str, Any], reason: str) -> dict[str, Any]:
+    """An ingest reject whose reason and raw can always be written (UTF-8, bounded)."""
+    row.pop(_RECORD, None)
+    row["raw"] = clean(row["raw"] or "", MAX_RAW_CHARS)
+    return reject(row, "ingest", clean(" ".join(reason.split()), MAX_REASON_CHARS))
+
+
+# ---------------------------------------------------------------- ingest
+
+
 def ingest(
     files: Iterable[tuple[str, bytes]],
     fmt: str,
@@ -161,10 +247,10 @@ def ingest(
             if dedup and row["status"] == "ok":
                 owner = first.setdefault(stable_hash(_normalized(row["messages"])), here)
                 if owner != here:
-                    reject(row, "ingest", f"duplicate: same prompt as {owner}")
+                    _reject(row, f"duplicate: same prompt as {owner}")
             if row["status"] == "ok":
                 owner = id_owner.setdefault(row["id"], here)
                 if owner != here:  # one id, two different prompts: pairs would be ambiguous
-                    reject(row, "ingest", f"duplicate_id: id {row['id']!r} already used by {owner}")
+                    _reject(row, f"duplicate_id: id {row['id']!r} already used by {owner}")
             rows.append(row)
     return rows
