@@ -155,7 +155,8 @@ def main() -> int:
     import ray
     from ray import serve
 
-    from prefgen.serve.app import ServeConfig, build
+    from prefgen.serve.app import build
+    from prefgen.serve.config import ServeConfig
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -260,7 +260,7 @@ def test_rayservice_serve_config_is_a_valid_prefgen_serve_app():
     from ray.serve.config import AutoscalingConfig
     from ray.serve.schema import ServeDeploySchema
 
-    from prefgen.serve.app import ServeConfig
+    from prefgen.serve.config import ServeConfig
 
     doc = load("rayservice.yaml")
     serve_config = ServeDeploySchema.model_validate(yaml.safe_load(doc["spec"]["serveConfigV2"]))

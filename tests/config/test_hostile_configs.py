@@ -135,16 +135,22 @@ def test_secret_from_environment_is_recorded_as_its_reference(monkeypatch):
     assert config_hash(other) == config_hash(base)  # the hash covers the reference
 
 
-def test_cli_refuses_with_exit_2_before_ray_starts(capsys):
-    import ray
+def test_cli_refuses_with_exit_2_before_ray_starts():
+    import subprocess
+    import sys
 
-    from prefgen.cli import main
-
-    assert main(["run", str(QUICKSTART), "generate.models.0.temperature=.nan"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("prefgen:") and "generate.models.0.temperature" in err
-    assert "Traceback" not in err
-    assert not ray.is_initialized()
+    probe = (
+        "import sys; from prefgen.cli import main; "
+        f"rc = main(['run', {str(QUICKSTART)!r}, 'generate.models.0.temperature=.nan']); "
+        "print('ray imported' if 'ray' in sys.modules and sys.modules['ray'].is_initialized() "
+        "else 'no ray'); sys.exit(rc)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and done.stdout.strip() == "no ray"
+    assert done.stderr.startswith("prefgen:") and "generate.models.0.temperature" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 NUMERIC_KEYS = [

@@ -28,7 +28,8 @@ from prefgen.serve.api import (
     rank_order,
     sigmoid,
 )
-from prefgen.serve.app import ServeConfig, create_api
+from prefgen.serve.app import create_api
+from prefgen.serve.config import ServeConfig
 from serve.endpoint import AUTH, GOOD, PROMPT, TOKEN, post
 
 MESSAGES = [
