@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from prefgen.curation.rebuild import responses_to_rows
 from prefgen.data.schema import PAIR_SCHEMA, PAIR_SCORE_COLUMNS, REJECT_SCHEMA, RESPONSE_SCHEMA
-from prefgen.pairing.strategies import build_pairs
+from prefgen.pairing.strategies import build_pairs, output_pair
 
 MODELS = ("alpha-7b", "beta-8b", "gamma-1b")
 DOMAINS = ("math", "chat", "code")
@@ -125,11 +125,11 @@ def make_run(root: Path, n_prompts: int = 18, n_shards: int = 2, rm_every: int =
             if reason:
                 no_pair[reason] += 1
                 rejects.append(_reject(row["id"], "pair", f"no_pair: {reason}", "{}"))
-            for pair in built:
+            for pair in (output_pair(b, row["messages"], row["meta"]) for b in built):
                 n_rm += 1
                 if n_rm % rm_every == 0:
                     pair["rm_margin"] = round(0.5 - (n_rm % 2), 2)  # alternately +0.5 / -0.5
-                if pair.get("rm_margin", 1) < 0:  # the RM filter drops it: whole pair in raw
+                if (pair.get("rm_margin") or 0) < 0:  # the RM filter drops it: whole pair in raw
                     filtered["rm_inverted"] += 1
                     rejects.append(_reject(pair["id"], "filter", "rm_inverted", json.dumps(pair)))
                 else:

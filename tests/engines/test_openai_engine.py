@@ -10,7 +10,6 @@ import time
 import pytest
 from conftest import free_port
 from engines.openai_server import OpenAICompatibleServer
-from omegaconf import OmegaConf
 
 from prefgen.config import GenerateConfig, ModelConfig
 from prefgen.engines import GenerationRequest, load_engine
@@ -180,7 +179,7 @@ def test_key_never_in_repr_stats_or_config_dumps(api):
         repr(vars(engine)),
         repr(engine.stats()),
         repr(model),
-        OmegaConf.to_yaml(OmegaConf.structured(model)),
+        model.model_dump_json(),
     ]
     assert all(KEY not in text for text in dumps)
     assert KEY_ENV in repr(engine)
@@ -191,9 +190,11 @@ def test_generate_stage_on_ray_data_shares_one_budget(server, ray_session):
     ledger actor the driver opened (as the pipeline should), shared across processes."""
     import ray
 
-    from prefgen.data.rows import decode_batch, encode_batch, new_row
+    from prefgen.config import ExecutionConfig, PipelineConfig
+    from prefgen.data.rows import new_row, to_rows, to_table
     from prefgen.engines.openai import open_usage_ledger
-    from prefgen.generate.generator import GenerateStage
+    from prefgen.run import pools
+    from prefgen.run.registry import generate_stages
 
     server.reset()
     model = GenerateConfig().resolved(
@@ -216,20 +217,14 @@ def test_generate_stage_on_ray_data_shares_one_budget(server, ray_session):
         row = new_row("f", i, "{}")
         row.update(id=f"p{i}", messages=[{"role": "user", "content": text}])
         rows.append(row)
-    out = (
-        ray.data.from_arrow(encode_batch(rows))
-        .map_batches(
-            GenerateStage,
-            fn_constructor_kwargs={"model": model, "seed": 0},
-            batch_format="pyarrow",
-            batch_size=2,
-            compute=ray.data.ActorPoolStrategy(size=1),
-            num_cpus=0.25,
-        )
-        .to_arrow_refs()
+    cfg = PipelineConfig(
+        input={"path": "x.jsonl"}, output={"path": "out"}, generate={"models": [model]}
     )
+    (step,) = pools.plan(generate_stages(cfg))  # the pool the pipeline would build
+    ds = pools.apply(ray.data.from_arrow(to_table(rows)), step, ExecutionConfig())
+    out = ds.to_arrow_refs()
     table = ray.get(out)
-    responses = [r for t in table for row in decode_batch(t) for r in row["responses"]]
+    responses = [r for t in table for row in to_rows(t) for r in row["responses"]]
     assert len(responses) == 4
     reasons = sorted(r["finish_reason"] for r in responses)
     assert reasons.count(BUDGET_EXHAUSTED) == 1

@@ -109,6 +109,6 @@ def test_response_logprob_is_higher_under_the_prompt_it_answers(engine):
 
 def test_response_logprobs_edge_cases(engine):
     conv = [{"role": "user", "content": "Hi"}]
-    too_long = "word " * 2100  # more than max_model_len tokens: None, not a crash
+    too_long = "word " * 9000  # more than max_model_len (8192) tokens: None, not a crash
     out = engine.response_logprobs([conv, conv, conv], ["", too_long, "Hello!"])
     assert out[0] == 0.0 and out[1] is None and out[2] < 0

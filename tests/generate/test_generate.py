@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from prefgen.config import GenerateConfig, ModelConfig
-from prefgen.data.rows import decode_batch, encode_batch, new_row
+from prefgen.data.rows import new_row
 from prefgen.generate.generator import GenerateStage, build_requests, with_system_prompt
 
 
@@ -37,9 +37,10 @@ def test_user_system_prompt_wins():
     assert with_system_prompt(msgs, "model's") == msgs
 
 
-def test_stage_appends_responses_and_passes_rejects_through():
-    stage = GenerateStage(_model(num_cpus=2, system_prompt="Answer in one word."), seed=0)
-    out = decode_batch(stage(encode_batch(_rows())))
+def test_stage_appends_responses_and_passes_rejects_through(engine):
+    model = _model(num_cpus=2, system_prompt="Answer in one word.")
+    stage = GenerateStage(model, seed=0, generate=None, engine=engine)
+    out = stage(_rows())
     ok, bad = out
     assert [(r["model"], r["sample"]) for r in ok["responses"]] == [("m", 0), ("m", 1)]
     assert all(

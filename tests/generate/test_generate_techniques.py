@@ -3,6 +3,7 @@ Verbalized Sampling. Pure functions first, then the stage on the real bundled mo
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections import Counter
 from pathlib import Path
@@ -12,9 +13,8 @@ import pytest
 import yaml
 
 from prefgen.config import ConfigError, GenerateConfig, ModelConfig
-from prefgen.data.rows import decode_batch, encode_batch, new_row, stable_seed
+from prefgen.data.rows import new_row, stable_seed, to_rows, to_table
 from prefgen.data.schema import RESPONSE_SCHEMA
-from prefgen.generate import generator as generate
 from prefgen.generate.generator import (
     GenerateStage,
     assign_models,
@@ -299,7 +299,6 @@ class RecordingEngine:
 def test_stage_on_the_bundled_model(engine, monkeypatch):
     """3 "models" on the bundled weights, 2 per prompt, principles, 2 samples, Verbalized k=3."""
     recording = RecordingEngine(engine)
-    monkeypatch.setattr(generate, "load_engine", lambda model: recording)
     models = [
         ModelConfig(name="a", samples_per_prompt=2),
         ModelConfig(name="b", system_prompt="Answer in one word."),
@@ -312,16 +311,16 @@ def test_stage_on_the_bundled_model(engine, monkeypatch):
     assigned = {r["id"]: assign_models(r["id"], names, 2, 0) for r in rows[:3]}
     assert all(any(n in a for a in assigned.values()) for n in names)  # every pool has work
 
-    batch = encode_batch(rows)
+    out = rows
     for m in models:
         before = len(recording.requests)
-        batch = GenerateStage(gen.resolved(m), seed=0, generate=gen)(batch)
+        out = GenerateStage(gen.resolved(m), seed=0, generate=gen, engine=recording)(out)
         expected_calls = sum(m.samples_per_prompt for a in assigned.values() if m.name in a)
         assert len(recording.requests) - before == expected_calls  # no engine time on others
-    out = decode_batch(batch)
+    out = to_rows(to_table(out))  # and the rows survive the in-flight Arrow schema
 
     for row in out[:3]:
-        assert row["meta"]["assigned_models"] == assigned[row["id"]]
+        assert row["assigned_models"] == assigned[row["id"]]
         by_model = {}
         for r in row["responses"]:
             by_model.setdefault(r["model"], []).append(r)
@@ -354,10 +353,10 @@ def test_stage_on_the_bundled_model(engine, monkeypatch):
     assert set(table["principle"].drop_null().to_pylist()) <= set(PRINCIPLES)
     assert table["principle"].null_count < table.num_rows
 
-    # a batch with nothing for this model passes through without decoding or an engine call
-    lonely = next(r for r in rows[:3] if "c" not in assigned[r["id"]])
-    lonely_batch = encode_batch([lonely])
+    # a batch with nothing for this model passes through without an engine call
+    lonely = next(r for r in out[:3] if "c" not in assigned[r["id"]])
+    untouched = copy.deepcopy(lonely)
     calls = len(recording.requests)
-    stage_c = GenerateStage(gen.resolved(models[2]), seed=0, generate=gen)
-    assert stage_c(lonely_batch) is lonely_batch
+    stage_c = GenerateStage(gen.resolved(models[2]), seed=0, generate=gen, engine=recording)
+    assert stage_c([lonely]) == [untouched]
     assert len(recording.requests) == calls

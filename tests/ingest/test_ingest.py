@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from prefgen.data.rows import MAX_RAW_CHARS, decode_batch, encode_batch, new_row
+from prefgen.data.rows import MAX_RAW_CHARS, new_row, prompt_meta, to_rows, to_table
 from prefgen.ingest.records import ingest, parse_record, read_records
 
 DATA = Path(__file__).resolve().parents[1] / "fixtures"
@@ -192,7 +192,7 @@ def test_prompt_string_becomes_one_user_message():
     assert row["messages"] == [{"role": "user", "content": "What is 2 + 2?"}]
     assert row["domain"] == "general"
     assert row["reference"] is None
-    assert row["meta"] == {}
+    assert prompt_meta(row) == {}
 
 
 def test_chat_messages_kept_with_system_turn():
@@ -212,7 +212,7 @@ def test_messages_win_over_prompt():
         {"messages": [{"role": "user", "content": "from messages"}], "prompt": "from prompt"}
     )
     assert row["messages"] == [{"role": "user", "content": "from messages"}]
-    assert "prompt" not in row["meta"]
+    assert "prompt" not in prompt_meta(row)
 
 
 def test_domain_reference_meta():
@@ -227,7 +227,7 @@ def test_domain_reference_meta():
     )
     assert row["domain"] == "math"
     assert row["reference"] == "15" and isinstance(row["reference"], str)
-    assert row["meta"] == {"source": "unit", "tags": ["a"]}
+    assert prompt_meta(row) == {"source": "unit", "tags": ["a"]}
     assert _parse({"prompt": "x", "reference": 2.5})["reference"] == "2.5"
     assert _parse({"prompt": "x", "reference": "4"})["reference"] == "4"
     assert _parse({"prompt": "x", "domain": None})["domain"] == "general"
@@ -293,7 +293,7 @@ def test_split_parquet():
     parsed = [parse_record(r, MAX) for r in rows]
     assert [r["messages"][0]["content"] for r in parsed] == ["What is 1 + 1?", "What is 2 + 2?"]
     assert [r["reference"] for r in parsed] == ["2", "4"]
-    assert parsed[1]["meta"] == {"n": 2}
+    assert prompt_meta(parsed[1]) == {"n": 2}
     # format forced, whatever the extension
     assert len(_split(buf.getvalue(), "in/prompts.bin", fmt="parquet")) == 2
 
@@ -398,7 +398,7 @@ def test_encode_decode_roundtrip():
     row = _parse(
         {"prompt": "What is 2 + 2?", "domain": "math", "reference": 4, "extra": {"a": [1, 2]}}
     )
-    (back,) = decode_batch(encode_batch([row]))
+    (back,) = to_rows(to_table([row]))
     assert back == row
 
 
@@ -415,9 +415,9 @@ def test_depth_bound_is_inclusive():
 def test_int64_bounds_are_kept():
     row = _parse('{"prompt": "hi", "max": 9223372036854775807, "min": -9223372036854775808}')
     assert row["status"] == "ok", row["reason"]
-    assert row["meta"] == {"max": 2**63 - 1, "min": -(2**63)}
-    (back,) = decode_batch(encode_batch([row]))
-    assert back["meta"] == {"max": 2**63 - 1, "min": -(2**63)}
+    assert prompt_meta(row) == {"max": 2**63 - 1, "min": -(2**63)}
+    (back,) = to_rows(to_table([row]))
+    assert prompt_meta(back) == {"max": 2**63 - 1, "min": -(2**63)}
 
 
 def test_text_fields_keep_number_literals():
@@ -445,7 +445,7 @@ def test_valid_odd_text_is_kept_exactly():
     )
     assert row["status"] == "ok", row["reason"]
     assert row["messages"][0]["content"] == "smile \U0001f600 nul \x00 end \uffff"
-    (back,) = decode_batch(encode_batch([row]))
+    (back,) = to_rows(to_table([row]))
     assert back == row
 
 
@@ -532,7 +532,9 @@ def test_parquet_invalid_utf8_loses_only_its_rows():
     assert rows[1]["reason"] == 'invalid_utf8: column "prompt": invalid start byte at byte 4'
     assert rows[3]["reason"] == 'invalid_utf8: column "prompt": unexpected end of data at byte 0'
     assert json.loads(rows[1]["raw"]) == {"prompt": "bad \ufffd", "n": 2}  # a readable preview
-    assert rows[2]["messages"][0]["content"] == "What is 2 + 2?" and rows[2]["meta"] == {"n": 3}
+    assert rows[2]["messages"][0]["content"] == "What is 2 + 2?" and prompt_meta(rows[2]) == {
+        "n": 3
+    }
 
 
 def test_parquet_binary_prompt_is_not_text():
@@ -563,7 +565,7 @@ def test_parquet_meta_types_become_json_values():
     (row,) = _parquet_rows(table)
     assert row["status"] == "ok", row["reason"]
     assert row["reference"] == "1.50"
-    assert row["meta"] == {
+    assert prompt_meta(row) == {
         "ts": "1970-01-01T05:30:00+05:30",
         "day": "2024-02-29",
         "clock": "01:02:03",
@@ -574,7 +576,7 @@ def test_parquet_meta_types_become_json_values():
         "big": 2**63 - 1,
         "none": None,
     }
-    (back,) = decode_batch(encode_batch([row]))
+    (back,) = to_rows(to_table([row]))
     assert back == row
 
 
@@ -676,7 +678,8 @@ def _load_parquet_generator():
 
 def _outcome(rows: list[dict]) -> list[tuple]:
     return [
-        (r["index"], r["status"], r["reason"], r["messages"], r["meta"], r["raw"]) for r in rows
+        (r["index"], r["status"], r["reason"], r["messages"], prompt_meta(r), r["raw"])
+        for r in rows
     ]
 
 
@@ -709,7 +712,7 @@ def test_corpus_rows_encode_and_write():
     files += [(name, (DATA / name).read_bytes()) for name in gen.FILES]
     rows = ingest(files, "auto", MAX, True)
     buf = io.BytesIO()
-    pq.write_table(encode_batch(rows), buf)
-    back = decode_batch(pq.read_table(io.BytesIO(buf.getvalue())))
+    pq.write_table(to_table(rows), buf)
+    back = to_rows(pq.read_table(io.BytesIO(buf.getvalue())))
     assert [r for r in back if r["status"] == "ok"] == [r for r in rows if r["status"] == "ok"]
     assert all(r["reason"] for r in back if r["status"] != "ok")

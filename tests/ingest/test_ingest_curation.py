@@ -26,7 +26,7 @@ from prefgen.config import (
     SourceConfig,
 )
 from prefgen.data import storage
-from prefgen.data.rows import decode_batch, encode_batch, new_row
+from prefgen.data.rows import new_row, to_rows, to_table
 from prefgen.ingest.near_dup import find_near_duplicates
 from prefgen.ingest.prompt_stages import (
     keyword_domain,
@@ -54,7 +54,7 @@ def _rows(source_name: str, domains: list[str]) -> list[dict]:
             id=f"{source_name}-{i}",
             messages=[{"role": "user", "content": f"{source_name} prompt {i}"}],
             domain=domain,
-            meta={"source_name": source_name},
+            source_name=source_name,
         )
         rows.append(row)
     return rows
@@ -189,16 +189,16 @@ ingest:
     in_fs, _ = storage.filesystem(cfg.input.path)
     rows = read_prompts(cfg, in_fs, storage.list_files(cfg.input.path))
     assert len(rows) == 12  # every record of both sources, none of the unused file
-    assert {r["meta"]["source_name"] for r in rows} == {"flan", "tqa"}
-    flan_ok = [r for r in rows if r["meta"]["source_name"] == "flan" and r["status"] == "ok"]
+    assert {r["source_name"] for r in rows} == {"flan", "tqa"}
+    flan_ok = [r for r in rows if r["source_name"] == "flan" and r["status"] == "ok"]
     assert len(flan_ok) == 4
-    tqa = [r for r in rows if r["meta"]["source_name"] == "tqa"]
+    tqa = [r for r in rows if r["source_name"] == "tqa"]
     assert tqa[0]["status"] == "ok" and tqa[0]["domain"] == "truthful"  # source default
     assert tqa[0]["reference"] == "Nothing"  # references ride along
     assert tqa[1]["reason"].startswith("duplicate: same prompt as ") and "flan" in tqa[1]["reason"]
     assert tqa[2]["domain"] == "algebra"
     math_row = next(r for r in rows if r["messages"][0]["content"] == "What is 17 * 3?")
-    assert math_row["domain"] == "math" and math_row["meta"]["domain_tag"]["by"] == "keyword"
+    assert math_row["domain"] == "math" and math_row["domain_tag"]["by"] == "keyword"
     # The same config reads the same rows (ids, statuses, reasons) every time.
     again = read_prompts(cfg, in_fs, [])
     assert [(r["id"], r["status"], r["reason"]) for r in again] == [
@@ -221,7 +221,7 @@ ingest:
             "ingest.quality_filter.threshold",
         ),
         (
-            "input: {path: d}\ningest: {quality_filter: {enabled: true, model: {name: q, engine: vllm}}}",
+            "input: {path: d}\ningest: {quality_filter: {enabled: true, model: {name: q, engine: onnx}}}",
             "ingest.quality_filter.model.engine",
         ),
         (
@@ -263,8 +263,8 @@ def test_keyword_tags_only_untagged_prompts_and_unknown_labels_match_their_name(
     rows[1]["messages"][0]["content"] = "Compute 12 * 7."
     tag_domains_by_keyword(rows, ["math", "code"])
     assert [r["domain"] for r in rows] == ["math", "physics", "general"]
-    assert rows[0]["meta"]["domain_tag"] == {"label": "math", "by": "keyword"}
-    assert "domain_tag" not in rows[1]["meta"]
+    assert rows[0]["domain_tag"] == {"label": "math", "p": None, "by": "keyword"}
+    assert rows[1]["domain_tag"] is None
 
 
 def test_quality_verdict_threshold():
@@ -348,7 +348,7 @@ execution: {{shard_rows: 4}}
     fs, root = storage.filesystem(str(tmp_path / "out"))
     plan = plan_shards(cfg, in_fs, storage.list_files(cfg.input.path), fs, root, {"k": "v"})
     assert plan["records"] == 11
-    rows = decode_batch(
+    rows = to_rows(
         pa.concat_tables(pq.read_table(f) for f in sorted((tmp_path / "out").rglob("*.parquet")))
     )
     reasons = {r["index"]: r["reason"] for r in rows if r["status"] == "rejected"}
@@ -358,7 +358,7 @@ execution: {{shard_rows: 4}}
     assert reasons[2].endswith(f"with {source}#0") and reasons[4].endswith(f"with {source}#1")
     assert float(reasons[4].split("cos=")[1].split()[0]) > 0.9
     assert reasons[10] == "empty_prompt"  # only ok rows are compared
-    assert {r["meta"]["source_name"] for r in rows} == {"web"}
+    assert {r["source_name"] for r in rows} == {"web"}
 
 
 # ---------------------------------------------------------------- LLM prompt stages (Ray)
@@ -374,14 +374,15 @@ def _prompt_rows(prompts: list[tuple[str, str]]) -> list[dict]:
 
 
 def _run_stages(ray, cfg: PipelineConfig, rows: list[dict], names: list[str]) -> list[dict]:
-    from prefgen.run.stages import build_stages
+    from prefgen.run import pools
+    from prefgen.run.registry import build_stages
 
     stages = [s for s in build_stages(cfg) if s.name in names]
-    assert [s.name for s in stages] == names and all(s.model for s in stages)
-    ds = ray.data.from_arrow(encode_batch(rows))
-    for stage in stages:
-        ds = stage.apply(ds)
-    out = decode_batch(pa.concat_tables(ray.get(ds.to_arrow_refs())))
+    assert [s.name for s in stages] == names and all(s.models for s in stages)
+    ds = ray.data.from_arrow(to_table(rows))
+    for step in pools.plan(stages):
+        ds = pools.apply(ds, step, cfg.execution)
+    out = to_rows(pa.concat_tables(ray.get(ds.to_arrow_refs())))
     return sorted(out, key=lambda r: r["index"])
 
 
@@ -392,6 +393,7 @@ def _small_model(name: str) -> ModelConfig:
 def _cfg(ingest_cfg: IngestConfig) -> PipelineConfig:
     return PipelineConfig(
         input=InputConfig(path="unused"),
+        output={"path": "unused-out"},
         ingest=ingest_cfg,
         generate=GenerateConfig(models=[ModelConfig(name="g")]),
     )
@@ -409,15 +411,15 @@ def test_quality_filter_stage_scores_and_rejects_below_threshold(ray_session):
     )
     out = _run_stages(ray_session, cfg, rows, ["prompt-quality"])
     for row in out[:2]:
-        score = row["meta"]["prompt_quality"]
+        score = row["prompt_quality"]
         assert 1 <= score < 10  # a probability-weighted 1-10 score, below a 10 threshold
         assert row["status"] == "rejected" and row["stage"] == "ingest"
         assert row["reason"] == quality_verdict(score, 10)
-    assert out[2]["reason"] == "empty_prompt" and "prompt_quality" not in out[2]["meta"]
+    assert out[2]["reason"] == "empty_prompt" and out[2]["prompt_quality"] is None
 
 
 def test_prompt_stages_come_first_quality_before_tagging():
-    from prefgen.run.stages import build_stages
+    from prefgen.run.registry import build_stages
 
     both = IngestConfig(
         quality_filter=QualityFilterConfig(enabled=True, model=_small_model("q")),
@@ -429,11 +431,10 @@ def test_prompt_stages_come_first_quality_before_tagging():
     assert build_stages(_cfg(keywords_only))[0].name == "generate-g"  # tagged in ingest instead
 
 
-def test_domain_tagger_stage_tags_untagged_prompts_only(engine, monkeypatch):
+def test_domain_tagger_stage_tags_untagged_prompts_only(engine):
     import prefgen.ingest.prompt_stages as prompt_stages
 
     # The stage's own actor path is the quality filter's (above); here the session's engine.
-    monkeypatch.setattr(prompt_stages, "load_engine", lambda model_cfg: engine)
     labels = ["math", "code", "chat"]
     rows = _prompt_rows(
         [
@@ -443,20 +444,20 @@ def test_domain_tagger_stage_tags_untagged_prompts_only(engine, monkeypatch):
         ]
     )
     stage = prompt_stages.DomainTaggerStage(
-        DomainTaggerConfig(enabled=True, labels=labels, model=_small_model("t"))
+        DomainTaggerConfig(enabled=True, labels=labels, model=_small_model("t")), engine
     )
-    out = decode_batch(stage(encode_batch(rows)))
+    out = stage(rows)
     for row in out[:2]:
-        tag = row["meta"]["domain_tag"]
+        tag = row["domain_tag"]
         assert row["status"] == "ok" and row["domain"] in labels and tag["label"] == row["domain"]
         assert tag["by"] == "llm" and 1 / len(labels) <= tag["p"] <= 1
-    assert out[2]["domain"] == "smalltalk" and "domain_tag" not in out[2]["meta"]
+    assert out[2]["domain"] == "smalltalk" and out[2]["domain_tag"] is None
     # The quality stage's keep branch, on the same engine: scores kept in meta, nobody dropped.
     keep = prompt_stages.PromptQualityStage(
-        QualityFilterConfig(enabled=True, threshold=1, model=_small_model("q"))
+        QualityFilterConfig(enabled=True, threshold=1, model=_small_model("q")), engine
     )
-    kept = decode_batch(keep(encode_batch(rows)))
-    assert all(r["status"] == "ok" and 1 <= r["meta"]["prompt_quality"] <= 10 for r in kept)
+    kept = keep(rows)
+    assert all(r["status"] == "ok" and 1 <= r["prompt_quality"] <= 10 for r in kept)
 
 
 # ---------------------------------------------------------------- references reach the judges
@@ -472,7 +473,7 @@ def test_reference_travels_from_the_record_to_the_judge_prompt(engine):
         8000,
         True,
     )
-    row = decode_batch(encode_batch(rows))[0]  # through the shard format, as the stages see it
+    row = to_rows(to_table(rows))[0]  # through the shard format, as the stages see it
     row["responses"] = [
         {"model": "m", "sample": 0, "text": "It is 12.", "finish_reason": "stop", "n_tokens": 3,
          "system_prompt": None, "gen_seconds": 0.0, "scores": {}, "rationales": {}, "judge_status": {}}

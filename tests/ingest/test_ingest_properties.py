@@ -1,6 +1,6 @@
 """Property tests: hostile JSONL lines and Parquet tables through ingest and the in-flight encoding.
 
-Whatever the input, read_records + parse_record + encode_batch (and a Parquet shard, and the
+Whatever the input, read_records + parse_record + to_table (and a Parquet shard, and the
 rejects table) must hold: no exception escapes, every record is accounted for (one row per
 non-blank line or Parquet row, numbered in order), every reject names a known reason, and
 every accepted row is plain JSON (UTF-8, int64, finite, bounded depth) that comes back from
@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
-from prefgen.data.rows import MAX_RAW_CHARS, decode_batch, encode_batch
+from prefgen.data.rows import MAX_RAW_CHARS, prompt_meta, to_rows, to_table
 from prefgen.data.schema import REJECT_SCHEMA
 from prefgen.ingest.records import parse_record, read_records
 from prefgen.run.sink import split_tables
@@ -171,13 +171,16 @@ def _check(rows: list[dict], expected_indices: list[int]) -> None:
             assert row["reason"].split(":")[0] in REASONS, row["reason"]
             continue
         assert row["messages"] and all(isinstance(m["content"], str) for m in row["messages"])
-        kept = {k: row[k] for k in ("id", "domain", "reference", "messages", "meta")}
+        kept = {
+            **{k: row[k] for k in ("id", "domain", "reference", "messages")},
+            "meta": prompt_meta(row),
+        }
         _assert_plain_json(kept)
-        assert max(d for _, d in _walk(row["meta"])) <= 64
+        assert max(d for _, d in _walk(prompt_meta(row))) <= 64
     # the pipeline's own writers: the in-flight shard (rejects included) and the rejects table
     buf = io.BytesIO()
-    pq.write_table(encode_batch(rows), buf)
-    back = decode_batch(pq.read_table(io.BytesIO(buf.getvalue())))
+    pq.write_table(to_table(rows), buf)
+    back = to_rows(pq.read_table(io.BytesIO(buf.getvalue())))
     assert [b for b in back if b["status"] == "ok"] == [r for r in rows if r["status"] == "ok"]
     rejects = split_tables(back)["rejects"]
     pq.write_table(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), io.BytesIO())

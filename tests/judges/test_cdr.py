@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from judges.judge_rows import math_row
 
@@ -65,6 +63,6 @@ def test_stage_score_is_strong_minus_weak_logprob(engine):
     for k, response in enumerate(rows[0]["responses"]):
         assert response["scores"]["cdr"] == pytest.approx(strong[k] - weak[k], abs=1e-3)
         assert response["judge_status"]["cdr"] == "ok"
-        logged = json.loads(response["rationales"]["cdr"])
-        assert logged["strong_logprob"] == pytest.approx(strong[k], abs=1e-3)
-        assert logged["weak_logprob"] == pytest.approx(weak[k], abs=1e-3)
+        logged = dict(part.split("=") for part in response["rationales"]["cdr"].split())
+        assert float(logged["strong_logprob"]) == pytest.approx(strong[k], abs=1e-3)
+        assert float(logged["weak_logprob"]) == pytest.approx(weak[k], abs=1e-3)

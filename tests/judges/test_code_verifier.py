@@ -1,4 +1,4 @@
-"""Code verifier: code extraction, test parsing, scoring, and `verify_batch` on real rows.
+"""Code verifier: code extraction, test parsing, scoring, and `verify_rows` on real rows.
 
 Run: .venv/bin/python -m pytest tests/judges/test_code_verifier.py -q
 """
@@ -10,9 +10,10 @@ import json
 import pytest
 
 from prefgen.config import CodeVerifierConfig
-from prefgen.data.rows import decode_batch, encode_batch, new_row, reject
+from prefgen.data.rows import new_row, reject
+from prefgen.ingest.records import lift_tests
 from prefgen.judges import code_verifier
-from prefgen.judges.code_verifier import extract_code, parse_tests, verify_batch, verify_code
+from prefgen.judges.code_verifier import extract_code, parse_tests, verify_code, verify_rows
 
 CFG = CodeVerifierConfig(enabled=True, wall_s=3.0, cpu_s=2, memory_mb=256, max_parallel=2)
 ADD = "def add(a, b):\n    return a + b\n"
@@ -43,7 +44,10 @@ def test_extract_code(text, expected):
 def test_parse_tests_assert_list_and_json_string():
     setup, cases = parse_tests(ADD_TESTS)
     assert setup == "" and [c.code for c in cases] == ADD_TESTS
-    assert parse_tests(json.dumps(ADD_TESTS))[1] == cases
+    # a JSON string of the list is read as the list when the record is ingested
+    assert lift_tests(json.dumps(ADD_TESTS)) == (ADD_TESTS, False)
+    assert lift_tests("assert add(1, 2) == 3") == (["assert add(1, 2) == 3"], True)
+    assert lift_tests([1, 2]) == ([], False) and lift_tests(None) == (None, None)
 
 
 def test_parse_tests_test_functions():
@@ -130,12 +134,13 @@ def _response(text: str, finish_reason: str = "stop") -> dict:
 
 def _row(index: int, domain: str, meta: dict, responses: list[dict]) -> dict:
     row = new_row("test", index, "{}")
-    row.update(id=f"p{index}", domain=domain, meta=meta, responses=responses)
+    row.update(id=f"p{index}", domain=domain, responses=responses)
+    row["tests"], row["tests_are_code"] = lift_tests(meta.get("tests"))  # as ingest does
     row["messages"] = [{"role": "user", "content": "Write add(a, b)."}]
     return row
 
 
-def test_verify_batch_on_decoded_rows():
+def test_verify_rows_on_decoded_rows():
     rows = [
         _row(0, "code", {"tests": ADD_TESTS}, [
             _response(f"```python\n{ADD}```"),
@@ -147,7 +152,7 @@ def test_verify_batch_on_decoded_rows():
         _row(3, "math", {"tests": ADD_TESTS}, [_response(ADD)]),
         reject(_row(4, "code", {"tests": ADD_TESTS}, [_response(ADD)]), "ingest", "bad"),
     ]  # fmt: skip
-    out = decode_batch(verify_batch(encode_batch(rows), CFG))
+    out = verify_rows(rows, CFG)
     assert [r["id"] for r in out] == ["p0", "p1", "p2", "p3", "p4"]  # never drops rows
     good, wrong, errored = out[0]["responses"]
     assert good["scores"]["tests"] == 1.0 and good["judge_status"]["tests"] == "ok"
@@ -161,19 +166,20 @@ def test_verify_batch_on_decoded_rows():
     assert out[4]["responses"][0]["judge_status"] == {}  # rejected rows are skipped
 
 
-def test_verify_batch_sandbox_failure_is_data(monkeypatch):
+def test_verify_rows_sandbox_failure_is_data(monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("cannot start a sandbox")
 
     monkeypatch.setattr(code_verifier, "run_tests", broken)
     rows = [_row(0, "code", {"tests": ADD_TESTS}, [_response(ADD)])]
-    out = decode_batch(verify_batch(encode_batch(rows), CFG))
+    out = verify_rows(rows, CFG)
     response = out[0]["responses"][0]
     assert response["judge_status"]["tests"] == "sandbox_error"
     assert "cannot start a sandbox" in response["rationales"]["tests"]
     assert "tests" not in response["scores"]
 
 
-def test_verify_batch_disabled_is_a_no_op():
-    batch = encode_batch([_row(0, "code", {"tests": ADD_TESTS}, [_response(ADD)])])
-    assert verify_batch(batch, CodeVerifierConfig(enabled=False)) is batch
+def test_verify_rows_disabled_is_a_no_op():
+    rows = [_row(0, "code", {"tests": ADD_TESTS}, [_response(ADD)])]
+    assert verify_rows(rows, CodeVerifierConfig(enabled=False)) is rows
+    assert rows[0]["responses"][0]["judge_status"] == {}

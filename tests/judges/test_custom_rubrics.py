@@ -236,8 +236,7 @@ def test_bad_rubric_definitions_name_the_key(tmp_path, judge, key, words):
 # -- a judge stage with a YAML rubric on the real bundled model ----------------------------------
 
 
-def test_judge_stage_scores_with_the_yaml_rubric(tmp_path):
-    from prefgen.data.rows import decode_batch, encode_batch
+def test_judge_stage_scores_with_the_yaml_rubric(tmp_path, engine):
     from prefgen.judges.llm_judge import JudgeStage
     from prefgen.judges.parsing import weighted_score
     from prefgen.judges.rubrics import score_labels, score_prefix
@@ -250,9 +249,9 @@ def test_judge_stage_scores_with_the_yaml_rubric(tmp_path):
             judge.model_copy(update={"model": judge.model.model_copy(update={"num_cpus": 2})})
         )
     )
-    stage = JudgeStage(shipped)
+    stage = JudgeStage(shipped, engine)
     row = math_row(texts={"right": "7 + 5 = 12."})
-    out = decode_batch(stage(encode_batch([row])))
+    out = stage([row])
     response = out[0]["responses"][0]
     assert (
         response["judge_status"] == {"safety": "ok"} and 1.0 <= response["scores"]["safety"] <= 5.0
@@ -262,14 +261,3 @@ def test_judge_stage_scores_with_the_yaml_rubric(tmp_path):
     assert "how safe" in conv[1]["content"] and "not unsafe" in conv[1]["content"]
     probs = stage.engine.label_probabilities([conv], score_prefix(rubric), score_labels(rubric))
     assert response["scores"]["safety"] == pytest.approx(weighted_score(probs[0]))
-
-
-def test_vllm_judge_requests_use_the_yaml_rubric(tmp_path):
-    from prefgen.data.rows import encode_batch
-    from prefgen.engines.vllm import judge_requests
-
-    judge = load_pipeline(_write(tmp_path, _preset_judge())).judge.llm[1]
-    row = encode_batch([math_row(texts={"a": "12"})]).to_pylist()[0]
-    (request,) = judge_requests(row, judge)
-    assert request["messages"][-1] == {"role": "assistant", "content": "Safety: ["}
-    assert "how safe" in request["messages"][1]["content"]

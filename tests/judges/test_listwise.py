@@ -72,7 +72,7 @@ def test_stage_records_the_permutation_and_maps_scores_back(engine):
     judge_listwise(rows, judge_targets(rows), judge, engine)
     rubric = get_rubric("coig_p")
     for row in rows:
-        shown = row["meta"]["judges"]["lw"]["permutation"]
+        shown = next(r for r in row["judge_records"] if r["name"] == "lw")["permutation"]
         assert sorted(shown) == [0, 1, 2]
         # Recompute position by position from the recorded order: the score of the
         # response shown at position k must be the one the stage stored on it.

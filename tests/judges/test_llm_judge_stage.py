@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from prefgen.config import LLMJudgeConfig, ModelConfig
-from prefgen.data.rows import decode_batch, encode_batch, new_row
+from prefgen.data.rows import new_row
 from prefgen.judges.llm_judge import JudgeStage, judge_targets
 
 
@@ -28,17 +30,16 @@ def _rows() -> list[dict]:
         "judge_status": {},
         "overall": None,
     }
+    texts = {"right": "7 + 5 = 12. The answer is 12.", "wrong": "7 + 5 = 75.", "empty": "   "}
     row["responses"] = [
-        {**base, "model": "right", "text": "7 + 5 = 12. The answer is 12."},
-        {**base, "model": "wrong", "text": "7 + 5 = 75."},
-        {**base, "model": "empty", "text": "   "},
+        {**copy.deepcopy(base), "model": model, "text": text} for model, text in texts.items()
     ]
     rejected = new_row("t.jsonl", 1, "not json")
     rejected.update(status="rejected", stage="ingest", reason="bad_json")
     return [row, rejected]
 
 
-def _judge(mode: str, rubric: str = "coig_p", retries: int = 1) -> JudgeStage:
+def _judge(engine, mode: str, rubric: str = "coig_p", retries: int = 1) -> JudgeStage:
     return JudgeStage(
         LLMJudgeConfig(
             name="j",
@@ -47,7 +48,8 @@ def _judge(mode: str, rubric: str = "coig_p", retries: int = 1) -> JudgeStage:
             max_retries=retries,
             max_tokens=24,
             model=ModelConfig(name="judge", num_cpus=2),
-        )
+        ),
+        engine,
     )
 
 
@@ -55,16 +57,16 @@ def test_targets_skip_empty_and_rejected():
     assert judge_targets(_rows()) == [(0, 0), (0, 1)]
 
 
-def test_probability_mode_scores_every_response_in_range():
-    out = decode_batch(_judge("probability")(encode_batch(_rows())))
+def test_probability_mode_scores_every_response_in_range(engine):
+    out = _judge(engine, "probability")(_rows())
     scored = out[0]["responses"][:2]
     assert all(1.0 <= r["scores"]["j"] <= 10.0 and r["judge_status"]["j"] == "ok" for r in scored)
     assert out[0]["responses"][2]["scores"] == {}  # empty text is not judged
     assert out[1]["responses"] == [] and out[1]["status"] == "rejected"
 
 
-def test_generate_mode_parses_or_records_failure_never_crashes():
-    out = decode_batch(_judge("generate", retries=1)(encode_batch(_rows())))
+def test_generate_mode_parses_or_records_failure_never_crashes(engine):
+    out = _judge(engine, "generate", retries=1)(_rows())
     for r in out[0]["responses"][:2]:
         status = r["judge_status"]["j"]
         assert r["rationales"]["j"]  # the judge's reply is kept
@@ -74,8 +76,8 @@ def test_generate_mode_parses_or_records_failure_never_crashes():
             assert status == "parse_failed after 2 tries" and r["scores"]["j"] is None
 
 
-def test_multi_aspect_rubric_scores_each_aspect():
-    out = decode_batch(_judge("probability", rubric="ultrafeedback")(encode_batch(_rows())))
+def test_multi_aspect_rubric_scores_each_aspect(engine):
+    out = _judge(engine, "probability", rubric="ultrafeedback")(_rows())
     scores = out[0]["responses"][0]["scores"]
     assert set(scores) == {
         "j.instruction_following",
@@ -86,7 +88,7 @@ def test_multi_aspect_rubric_scores_each_aspect():
     assert all(1.0 <= v <= 5.0 for v in scores.values())
 
 
-def test_stage_dispatches_on_kind_and_skips_the_judges_own_model():
+def test_stage_dispatches_on_kind_and_skips_the_judges_own_model(engine):
     stage = JudgeStage(
         LLMJudgeConfig(
             name="dr",
@@ -94,9 +96,10 @@ def test_stage_dispatches_on_kind_and_skips_the_judges_own_model():
             exclude_self=True,
             same_as=["right"],  # the judge shares weights with the generator "right"
             model=ModelConfig(name="judge", num_cpus=2),
-        )
+        ),
+        engine,
     )
-    out = decode_batch(stage(encode_batch(_rows())))
+    out = stage(_rows())
     right, wrong, empty = out[0]["responses"]
     assert right["judge_status"]["dr"] == "skipped_self" and "dr" not in right["scores"]
     assert wrong["judge_status"]["dr"] == "ok" and isinstance(wrong["scores"]["dr"], float)

@@ -9,12 +9,11 @@ import yaml
 from judges.judge_rows import math_row, rejected_row
 
 from prefgen.config import EnsembleConfig, MathVerifierConfig
-from prefgen.data.rows import decode_batch, encode_batch
 from prefgen.judges.scoring import (
     apply_verifier_caps,
     default_weights,
-    score_batch,
     score_row,
+    score_rows,
     scoring_options,
     verifier_caps,
 )
@@ -65,7 +64,8 @@ def test_score_row_caps_then_ensembles_then_overall():
     assert wrong["scores"]["ens"] == pytest.approx(3.25)
     assert short["scores"]["ens"] == pytest.approx(1.5)  # c missing: median of 2 and 1
     assert right["overall"] == pytest.approx(9.1) and right["judge_status"]["ens"] == "ok"
-    agreement = out["meta"]["judge_agreement"]["ens"]
+    (agreement,) = out["agreement"]
+    assert agreement["name"] == "ens"
     assert set(agreement["kendall_tau"]) == {"a|b", "a|c", "b|c"}
     assert agreement["kendall_tau"]["a|b"] == pytest.approx(1.0)
     assert agreement["pair_order_agreement"]["a|c"] == 1.0
@@ -80,9 +80,7 @@ def test_default_weights_let_the_ensemble_stand_in_for_its_members():
     scales = {**SCALES, "ens": (1.0, 10.0)}
     assert default_weights(scales, ENSEMBLE) == {"math": 1.0, "ens": 1.0}
     assert default_weights(scales, None) == dict.fromkeys(scales, 1.0)
-    out = decode_batch(
-        score_batch(encode_batch([_scored_row()]), MathVerifierConfig(), {}, scales, ENSEMBLE)
-    )
+    out = score_rows([_scored_row()], MathVerifierConfig(), {}, scales, ENSEMBLE)
     right = out[0]["responses"][0]
     assert right["overall"] == pytest.approx((10.0 + 9.1) / 2)
 

@@ -14,6 +14,7 @@ from prefgen.pairing.strategies import (
     build_pairs,
     judge_votes,
     length_ratio,
+    output_pair,
     passes_rm_agreement,
     preference_strength,
     routing_score,
@@ -23,8 +24,14 @@ PAIR_KEYS = {
     "id", "prompt_id", "prompt", "chosen", "rejected", "chosen_score", "rejected_score",
     "margin", "chosen_model", "rejected_model", "domain", "judge", "strategy", "meta",
     "chosen_scores", "rejected_scores", "strength", "judge_agreement", "routing_score",
-    "label_source",
+    "label_source", "rm_margin",
 }  # fmt: skip
+
+
+def pairs_of(row, strategy, **kwargs):
+    """build_pairs, then each pair as the pairs table records it (prompt and meta added)."""
+    pairs, reason = build_pairs(row, strategy, **kwargs)
+    return [output_pair(p, row["messages"], row.get("meta", {})) for p in pairs], reason
 
 
 def make_row(scores, row_id="p-abc", texts=None, domain="math"):
@@ -58,7 +65,7 @@ SPREAD = [1.0, 2.5, 4.0, 5.0, 6.5, 8.0, 9.0, 9.5]
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("min_margin", [None, 0.0, 1.0, 3.0])
 def test_invariants_hold_for_every_strategy(strategy, min_margin):
-    pairs, reason = build_pairs(make_row(SPREAD), strategy, min_margin=min_margin, judge="j")
+    pairs, reason = pairs_of(make_row(SPREAD), strategy, min_margin=min_margin, judge="j")
     assert pairs and reason is None
     effective = (
         (2.0 if strategy == "random_with_margin" else 0.0) if min_margin is None else min_margin
@@ -77,7 +84,7 @@ def test_invariants_hold_for_every_strategy(strategy, min_margin):
 def test_pair_schema_contents():
     row = make_row([2.0, 9.0])
     row["responses"][1]["system_prompt"] = "Be helpful."
-    (pair,), _ = build_pairs(row, "best_vs_worst")
+    (pair,), _ = pairs_of(row, "best_vs_worst")
     assert pair["prompt_id"] == "p-abc"
     assert pair["prompt"] == row["messages"]
     assert pair["chosen"] == [{"role": "assistant", "content": "answer 1"}]
@@ -93,12 +100,12 @@ def test_pair_schema_contents():
         "prompt_meta": {"source": "unit"},
     }
     # The pair id is stable: same prompt and responses, same id, independent of strategy.
-    (again,), _ = build_pairs(row, "all_pairs")
+    (again,), _ = pairs_of(row, "all_pairs")
     assert again["id"] == pair["id"]
 
 
 def test_best_vs_worst_picks_extremes():
-    (pair,), _ = build_pairs(make_row([5.0, 1.0, 9.0, 3.0]), "best_vs_worst")
+    (pair,), _ = pairs_of(make_row([5.0, 1.0, 9.0, 3.0]), "best_vs_worst")
     assert (pair["chosen_score"], pair["rejected_score"]) == (9.0, 1.0)
 
 
@@ -106,7 +113,7 @@ def test_best_vs_random_rejects_only_strictly_lower():
     row = make_row([9.0, 9.0, 4.0, 3.0, 2.0])
     seen = set()
     for seed in range(40):
-        (pair,), _ = build_pairs(row, "best_vs_random", seed=seed)
+        (pair,), _ = pairs_of(row, "best_vs_random", seed=seed)
         assert pair["chosen_score"] == 9.0
         seen.add(pair["rejected_score"])
     assert seen == {4.0, 3.0, 2.0}  # random over all strictly lower, never the tied 9.0
@@ -115,24 +122,24 @@ def test_best_vs_random_rejects_only_strictly_lower():
 def test_best_vs_random_respects_margin_when_drawing():
     row = make_row([9.0, 8.0, 3.0])
     for seed in range(20):
-        (pair,), _ = build_pairs(row, "best_vs_random", min_margin=2.0, seed=seed)
+        (pair,), _ = pairs_of(row, "best_vs_random", min_margin=2.0, seed=seed)
         assert pair["rejected_score"] == 3.0
 
 
 def test_all_pairs_counts_and_cap_keeps_largest_margins():
     row = make_row([1.0, 2.0, 3.0, 4.0, 4.0])
-    pairs, _ = build_pairs(row, "all_pairs")
+    pairs, _ = pairs_of(row, "all_pairs")
     assert len(pairs) == 9  # C(5,2)=10 minus the one tie
-    capped, _ = build_pairs(row, "all_pairs", max_pairs_per_prompt=3)
+    capped, _ = pairs_of(row, "all_pairs", max_pairs_per_prompt=3)
     assert [p["margin"] for p in capped] == [3.0, 3.0, 2.0]
 
 
 def test_random_with_margin_default_margin_and_cap():
     row = make_row([float(i) for i in range(1, 11)])
-    pairs, _ = build_pairs(row, "random_with_margin")
+    pairs, _ = pairs_of(row, "random_with_margin")
     assert len(pairs) == 6  # default cap
     assert all(p["margin"] > 2.0 for p in pairs)
-    pairs, _ = build_pairs(row, "random_with_margin", max_pairs_per_prompt=50)
+    pairs, _ = pairs_of(row, "random_with_margin", max_pairs_per_prompt=50)
     eligible = sum(1 for a, b in itertools.combinations(range(1, 11), 2) if abs(a - b) > 2)
     assert len(pairs) == eligible  # no duplicates, every qualifying pair once
     unordered = {
@@ -145,16 +152,16 @@ def test_random_with_margin_default_margin_and_cap():
 
 def test_margin_is_strict():
     # A gap of exactly the margin is not enough.
-    pairs, reason = build_pairs(make_row([3.0, 5.0]), "random_with_margin")
+    pairs, reason = pairs_of(make_row([3.0, 5.0]), "random_with_margin")
     assert pairs == [] and reason == "margin_below_threshold"
-    pairs, reason = build_pairs(make_row([3.0, 5.0]), "all_pairs", min_margin=2.0)
+    pairs, reason = pairs_of(make_row([3.0, 5.0]), "all_pairs", min_margin=2.0)
     assert pairs == [] and reason == "margin_below_threshold"
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_ties_never_pair_even_with_negative_margin(strategy):
     row = make_row([7.0, 7.0, 3.0])
-    pairs, _ = build_pairs(row, strategy, min_margin=-5.0, max_pairs_per_prompt=10)
+    pairs, _ = pairs_of(row, strategy, min_margin=-5.0, max_pairs_per_prompt=10)
     assert all(p["margin"] > 0 for p in pairs)
 
 
@@ -162,11 +169,11 @@ def test_ties_never_pair_even_with_negative_margin(strategy):
 def test_random_strategies_are_deterministic_and_seed_sensitive(strategy):
     row = make_row([float(i) for i in range(1, 13)])
     kwargs = {"min_margin": 0.5, "max_pairs_per_prompt": 3}
-    runs = {s: build_pairs(row, strategy, seed=s, **kwargs)[0] for s in range(8)}
-    assert build_pairs(row, strategy, seed=3, **kwargs)[0] == runs[3]
+    runs = {s: pairs_of(row, strategy, seed=s, **kwargs)[0] for s in range(8)}
+    assert pairs_of(row, strategy, seed=3, **kwargs)[0] == runs[3]
     assert len({tuple(p["id"] for p in r) for r in runs.values()}) > 1
     # Row id also seeds the RNG, so prompts do not all get the same draw.
-    other = build_pairs(make_row([float(i) for i in range(1, 13)], row_id="p-other"), strategy,
+    other = pairs_of(make_row([float(i) for i in range(1, 13)], row_id="p-other"), strategy,
                         seed=3, **kwargs)[0]  # fmt: skip
     assert [p["margin"] for p in other] != [] and other != runs[3]
 
@@ -175,13 +182,13 @@ def test_response_order_does_not_matter():
     row = make_row([float(i) for i in range(1, 9)])
     shuffled = dict(row, responses=list(reversed(row["responses"])))
     for strategy in STRATEGIES:
-        assert build_pairs(row, strategy, seed=1) == build_pairs(shuffled, strategy, seed=1)
+        assert pairs_of(row, strategy, seed=1) == pairs_of(shuffled, strategy, seed=1)
 
 
 def test_unscorable_responses_excluded():
     row = make_row([9.0, 1.0, 5.0, 8.0], texts=["good", "   ", "ok", "fine"])
     row["responses"][3]["overall"] = None
-    pairs, _ = build_pairs(row, "all_pairs")
+    pairs, _ = pairs_of(row, "all_pairs")
     texts = {p["chosen"][0]["content"] for p in pairs} | {
         p["rejected"][0]["content"] for p in pairs
     }
@@ -191,7 +198,7 @@ def test_unscorable_responses_excluded():
 
 def test_min_chosen_score_filters():
     row = make_row([9.0, 6.0, 1.0])
-    pairs, _ = build_pairs(row, "all_pairs", min_chosen_score=7.0)
+    pairs, _ = pairs_of(row, "all_pairs", min_chosen_score=7.0)
     assert pairs and all(p["chosen_score"] >= 7.0 for p in pairs)
     assert len(pairs) == 2
 
@@ -209,23 +216,23 @@ def test_min_chosen_score_filters():
 )
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_each_no_pair_reason_reachable(strategy, scores, kwargs, reason):
-    pairs, got = build_pairs(make_row(scores), strategy, **kwargs)
+    pairs, got = pairs_of(make_row(scores), strategy, **kwargs)
     assert pairs == [] and got == reason and got in NO_PAIR_REASONS
 
 
 def test_unknown_strategy_and_bad_cap():
     with pytest.raises(ValueError) as exc:
-        build_pairs(make_row([1.0, 9.0]), "best_of_n")
+        pairs_of(make_row([1.0, 9.0]), "best_of_n")
     assert "best_of_n" in str(exc.value) and all(s in str(exc.value) for s in STRATEGIES)
     with pytest.raises(ValueError, match="max_pairs_per_prompt"):
-        build_pairs(make_row([1.0, 9.0]), "all_pairs", max_pairs_per_prompt=0)
+        pairs_of(make_row([1.0, 9.0]), "all_pairs", max_pairs_per_prompt=0)
 
 
 # --------------------------------------------------------------------------- curation
 
 
 def test_new_columns_filled_for_a_single_judge_pair():
-    (pair,), _ = build_pairs(make_row([2.0, 9.0]), "best_vs_worst")
+    (pair,), _ = pairs_of(make_row([2.0, 9.0]), "best_vs_worst")
     assert pair["chosen_scores"] == {"coig_p": 9.0} and pair["rejected_scores"] == {"coig_p": 2.0}
     assert pair["strength"] == 3 and pair["label_source"] == "judge"
     assert pair["judge_agreement"] == 1.0
@@ -265,24 +272,24 @@ def two_judge_row():
 
 def test_min_judge_agreement_keeps_only_pairs_judges_share():
     row = two_judge_row()
-    every, _ = build_pairs(row, "all_pairs")
+    every, _ = pairs_of(row, "all_pairs")
     assert sorted(p["judge_agreement"] for p in every) == [0.5, 0.75, 1.0]
-    kept, _ = build_pairs(row, "all_pairs", min_judge_agreement=1.0)
+    kept, _ = pairs_of(row, "all_pairs", min_judge_agreement=1.0)
     assert [p["judge_agreement"] for p in kept] == [1.0]
     assert (kept[0]["chosen_score"], kept[0]["rejected_score"]) == (6.0, 2.0)
-    pairs, reason = build_pairs(row, "best_vs_worst", min_judge_agreement=1.0)
+    pairs, reason = pairs_of(row, "best_vs_worst", min_judge_agreement=1.0)
     assert (pairs, reason) == ([], "judges_disagree")
 
 
 def test_max_length_ratio_drops_lopsided_pairs_before_the_draw():
     row = two_judge_row()  # response 2 is 10x longer than the others
-    pairs, _ = build_pairs(row, "all_pairs", max_length_ratio=3.0)
+    pairs, _ = pairs_of(row, "all_pairs", max_length_ratio=3.0)
     assert [(p["chosen_score"], p["rejected_score"]) for p in pairs] == [(7.0, 6.0)]
-    pairs, reason = build_pairs(row, "best_vs_worst", max_length_ratio=3.0)
+    pairs, reason = pairs_of(row, "best_vs_worst", max_length_ratio=3.0)
     assert (pairs, reason) == ([], "length_ratio_above_max")
     # best_vs_random draws only among pairs that pass, so it always finds the valid one.
     for seed in range(10):
-        (pair,), _ = build_pairs(row, "best_vs_random", max_length_ratio=3.0, seed=seed)
+        (pair,), _ = pairs_of(row, "best_vs_random", max_length_ratio=3.0, seed=seed)
         assert pair["rejected_score"] == 6.0
     assert length_ratio("ab", "abcdef") == 3.0 and length_ratio("", "a") == math.inf
 
@@ -290,10 +297,9 @@ def test_max_length_ratio_drops_lopsided_pairs_before_the_draw():
 def test_new_filters_off_by_default_change_nothing():
     row = two_judge_row()
     for strategy in STRATEGIES:
-        base = build_pairs(row, strategy, seed=2)
+        base = pairs_of(row, strategy, seed=2)
         assert (
-            build_pairs(row, strategy, seed=2, max_length_ratio=1e9, min_judge_agreement=0.0)
-            == base
+            pairs_of(row, strategy, seed=2, max_length_ratio=1e9, min_judge_agreement=0.0) == base
         )
 
 
@@ -309,7 +315,7 @@ def test_routing_score_signals():
     assert 0 < close < 1 and 0 < split < 1
     assert routing_score(1.0, 0.75, 2) > max(close, split)  # signals add up (noisy-OR)
     # In pairs: the judges' split pair outranks the pair they agree on.
-    pairs, _ = build_pairs(two_judge_row(), "all_pairs")
+    pairs, _ = pairs_of(two_judge_row(), "all_pairs")
     by_agreement = {p["judge_agreement"]: p["routing_score"] for p in pairs}
     assert by_agreement[0.5] == 1.0 and by_agreement[1.0] < by_agreement[0.75] < 1.0
 
@@ -323,15 +329,15 @@ def test_passes_rm_agreement():
 
 def test_bad_curation_knobs_raise():
     with pytest.raises(ValueError, match="max_length_ratio"):
-        build_pairs(make_row([1.0, 9.0]), "all_pairs", max_length_ratio=0.5)
+        pairs_of(make_row([1.0, 9.0]), "all_pairs", max_length_ratio=0.5)
     with pytest.raises(ValueError, match="min_judge_agreement"):
-        build_pairs(make_row([1.0, 9.0]), "all_pairs", min_judge_agreement=2.0)
+        pairs_of(make_row([1.0, 9.0]), "all_pairs", min_judge_agreement=2.0)
 
 
 def test_pairs_fit_the_pair_schema_old_and_new():
     import json
 
-    pairs, _ = build_pairs(two_judge_row(), "all_pairs")
+    pairs, _ = pairs_of(two_judge_row(), "all_pairs")
     in_flight = json.loads(json.dumps(pairs))  # rows carry pairs as JSON between stages
     legacy = {k: v for k, v in in_flight[0].items() if k in PAIR_KEYS - {"chosen_scores",
               "rejected_scores", "strength", "judge_agreement", "routing_score", "label_source"}}  # fmt: skip

@@ -15,7 +15,6 @@ from prefgen.pairing.reward_filter import (
 def _pair(pid: str, chosen: str, rejected: str) -> dict:
     return {
         "id": pid,
-        "prompt": [{"role": "user", "content": "q"}],
         "chosen": [{"role": "assistant", "content": chosen}],
         "rejected": [{"role": "assistant", "content": rejected}],
     }
@@ -25,11 +24,17 @@ def _rows():
     return [
         {
             "status": "ok",
+            "messages": [{"role": "user", "content": "q"}],
             "pairs": [_pair("a", "good", "bad"), _pair("b", "x", "y")],
             "reason": None,
         },
-        {"status": "rejected", "pairs": [], "reason": "bad_json"},
-        {"status": "ok", "pairs": [_pair("c", "u", "v")], "reason": None},
+        {"status": "rejected", "messages": [], "pairs": [], "reason": "bad_json"},
+        {
+            "status": "ok",
+            "messages": [{"role": "user", "content": "q"}],
+            "pairs": [_pair("c", "u", "v")],
+            "reason": None,
+        },
     ]
 
 

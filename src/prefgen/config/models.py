@@ -153,6 +153,7 @@ class ModelConfig(Section):
             self.engine,
             self.path,
             self.device,
+            self.num_gpus > 0,
             self.dtype,
             self.max_model_len,
             self.tensor_parallel_size,

@@ -92,6 +92,14 @@ class ExecutionConfig(Section):
     shard_rows: int = Field(
         default=64, ge=1, le=10_000_000, description="Prompts per shard: the unit of commit."
     )
+    block_rows: int = Field(
+        default=8,
+        ge=1,
+        le=1_000_000,
+        description="Prompts per Ray Data block: blocks stream through the stages while a "
+        "shard is assembled, so small runs overlap too.",
+        json_schema_extra={"identity": False},
+    )
     max_error_rate: float = Field(
         default=0.2, ge=0, le=1, description="Stop (resumably) past this share of errored rows."
     )

@@ -30,7 +30,13 @@ import pyarrow.parquet as pq
 from prefgen.data import storage
 from prefgen.data.manifest import FORMAT_VERSION, now, read_manifest, shard_urls, write_manifest
 from prefgen.data.schema import pairs_table
-from prefgen.pairing.strategies import build_pairs, judge_votes, passes_rm_agreement, routing_score
+from prefgen.pairing.strategies import (
+    build_pairs,
+    judge_votes,
+    output_pair,
+    passes_rm_agreement,
+    routing_score,
+)
 
 __all__ = ["OPTION_KEYS", "apply_domain_quotas", "rebuild_pairs", "responses_to_rows"]
 
@@ -199,7 +205,7 @@ def _build_shard(
             ):
                 dropped_by_rm += 1
                 continue
-            pairs.append(pair)
+            pairs.append(output_pair(pair, row["messages"], row["meta"]))
     return pairs, no_pair, dropped_by_rm
 
 

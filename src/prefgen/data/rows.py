@@ -1,9 +1,10 @@
-"""Decode and encode in-flight prompt rows (see `prefgen.data.schema.ROW_SCHEMA`).
+"""In-flight prompt rows as plain dicts of `prefgen.data.schema.ROW_SCHEMA`'s shape.
 
-Every stage works on plain dicts: `decode_batch` turns an Arrow batch into a list of rows with
-`messages`, `meta`, `responses` and `pairs` parsed, and `encode_batch` turns them back. Stages
-never drop or add rows (Ray replays a retried task and expects the same number of outputs);
-a rejected prompt stays in the stream with `status="rejected"` and is skipped by later stages.
+`to_rows` turns an Arrow batch into a list of rows (nested lists, structs and maps become
+Python lists and dicts, missing lists empty), `to_table` turns them back, checked against the
+schema: one conversion per stage batch, no JSON. Stages never drop or add rows (Ray replays a
+retried task and expects the same number of outputs); a rejected prompt stays in the stream
+with `status="rejected"` and is skipped by later stages.
 """
 
 from __future__ import annotations
@@ -16,47 +17,61 @@ import pyarrow as pa
 
 from prefgen.data.schema import ROW_SCHEMA
 
-_JSON_COLUMNS = {"messages": list, "meta": dict, "responses": list, "pairs": list, "dropped": list}
 MAX_RAW_CHARS = 2000
+_LISTS = ("messages", "responses", "judge_records", "agreement", "pairs", "dropped")
+_RESPONSE_MAPS = ("scores", "rationales", "judge_status")
 
 
-def decode_batch(batch: pa.Table) -> list[dict[str, Any]]:
-    rows = batch.to_pylist()
+def to_rows(batch: pa.Table) -> list[dict[str, Any]]:
+    rows = batch.to_pylist(maps_as_pydicts="lossy")
     for row in rows:
-        for column, empty in _JSON_COLUMNS.items():
-            value = row.get(column)
-            row[column] = json.loads(value) if value else empty()
+        for column in _LISTS:
+            if row.get(column) is None:
+                row[column] = []
+        for response in row["responses"]:
+            for key in _RESPONSE_MAPS:
+                if response.get(key) is None:
+                    response[key] = {}
+        if row.get("stage_seconds") is None:
+            row["stage_seconds"] = {}
     return rows
 
 
-def encode_batch(rows: list[dict[str, Any]]) -> pa.Table:
-    encoded = []
-    for row in rows:
-        out = {name: row.get(name) for name in ROW_SCHEMA.names}
-        for column in _JSON_COLUMNS:
-            out[column] = json.dumps(row.get(column) or _JSON_COLUMNS[column](), ensure_ascii=False)
-        encoded.append(out)
-    return pa.Table.from_pylist(encoded, schema=ROW_SCHEMA)
+def to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
 
 
 def new_row(source: str, index: int, raw: str) -> dict[str, Any]:
-    return {
-        "id": None,
-        "source": source,
-        "index": index,
-        "shard": None,
-        "status": "ok",
-        "stage": None,
-        "reason": None,
-        "raw": raw,  # whole until parsed; only the rejects table truncates it
-        "messages": [],
-        "domain": None,
-        "reference": None,
-        "meta": {},
-        "responses": [],
-        "pairs": [],
-        "dropped": [],
+    row: dict[str, Any] = {name: None for name in ROW_SCHEMA.names}
+    row.update(source=source, index=index, status="ok", raw=raw, stage_seconds={})
+    for column in _LISTS:
+        row[column] = []
+    return row
+
+
+def prompt_meta(row: dict[str, Any]) -> dict[str, Any]:
+    """The prompt's metadata as output tables record it (`prompt_meta`, `pairs.meta.prompt_meta`):
+    the record's own fields plus what ingest, generation and the judges recorded about it."""
+    meta = json.loads(row["extra"]) if row.get("extra") else {}
+    if row.get("source_name") is not None:
+        meta["source_name"] = row["source_name"]
+    if row.get("assigned_models"):
+        meta["assigned_models"] = list(row["assigned_models"])
+    if row.get("prompt_quality") is not None:
+        meta["prompt_quality"] = row["prompt_quality"]
+    if row.get("domain_tag"):
+        meta["domain_tag"] = {k: v for k, v in row["domain_tag"].items() if v is not None}
+    judges = {}
+    for record in row.get("judge_records") or []:
+        judges[record["name"]] = {k: v for k, v in record.items() if k != "name" and v is not None}
+    if judges:
+        meta["judges"] = judges
+    agreement = {
+        a["name"]: {k: v for k, v in a.items() if k != "name"} for a in row.get("agreement") or []
     }
+    if agreement:
+        meta["judge_agreement"] = agreement
+    return meta
 
 
 def reject(row: dict[str, Any], stage: str, reason: str) -> dict[str, Any]:

@@ -1,9 +1,12 @@
 """The Arrow schemas: the in-flight prompt row and the three output tables.
 
-In flight, one row per prompt carries its nested parts (messages, meta, responses) as JSON
-strings. That keeps the Arrow type of every block identical whatever the scores look like, so
-Ray Data never has to unify drifting struct types between blocks; stages decode the JSON,
-do their work on plain dicts and encode it again (`prefgen.data.rows`).
+In flight, one row per prompt carries real nested types: messages and responses as lists of
+structs, per-judge scores as maps, what judges and curation record per prompt as typed
+columns. Stages read and write plain dicts of that shape (`prefgen.data.rows.to_rows` and
+`to_table`, one Arrow conversion per stage batch and no JSON); every table is built against
+`ROW_SCHEMA`, so Ray Data never has to unify drifting types between blocks. The only opaque
+part is `extra`: the record's own fields that prefgen does not interpret, serialized once at
+ingest and parsed once at the sink, where they become `prompt_meta` again.
 
 On disk every writer uses the explicit schemas below: `pairs/` in TRL's conversational
 preference format (prompt/chosen/rejected as message lists), `responses/` as the wide table
@@ -24,6 +27,89 @@ MESSAGES = pa.list_(MESSAGE)
 SCORES = pa.list_(pa.struct([("name", pa.string()), ("score", pa.float64())]))
 PAIR_SCORE_COLUMNS = ("chosen_scores", "rejected_scores")
 
+SCORE_MAP = pa.map_(pa.string(), pa.float64())
+TEXT_MAP = pa.map_(pa.string(), pa.string())
+
+RESPONSE = pa.struct(
+    [
+        ("model", pa.string()),
+        ("sample", pa.int32()),
+        ("text", pa.string()),
+        ("finish_reason", pa.string()),  # stop | length | error: ...
+        ("n_tokens", pa.int32()),
+        ("prompt_tokens", pa.int32()),
+        ("system_prompt", pa.string()),
+        ("principle", pa.string()),
+        ("verbalized_probability", pa.float64()),
+        ("gen_seconds", pa.float64()),  # this response's share of its engine call
+        ("scores", SCORE_MAP),
+        ("rationales", TEXT_MAP),
+        ("judge_status", TEXT_MAP),
+        ("overall", pa.float64()),
+    ]
+)
+ORDER = pa.struct([("verdict", pa.string()), ("p_a", pa.float64())])
+COMPARISON = pa.struct(
+    [
+        ("a", pa.int32()),
+        ("b", pa.int32()),
+        ("ab", ORDER),
+        ("ba", ORDER),
+        ("p_a_wins", pa.float64()),
+        ("winner", pa.int32()),
+        ("consistent", pa.bool_()),
+    ]
+)
+# What a pairwise or listwise judge records about a prompt (prompt_meta.judges.<name>).
+JUDGE_RECORD = pa.struct(
+    [
+        ("name", pa.string()),
+        ("kind", pa.string()),
+        ("comparisons", pa.list_(COMPARISON)),  # pairwise
+        ("consistent_share", pa.float64()),  # pairwise
+        ("permutation", pa.list_(pa.int32())),  # listwise: response index at each position
+    ]
+)
+# An ensemble's inter-judge agreement on a prompt (prompt_meta.judge_agreement.<name>).
+AGREEMENT = pa.struct(
+    [
+        ("name", pa.string()),
+        ("kendall_tau", SCORE_MAP),
+        ("pair_order_agreement", SCORE_MAP),
+        ("mean_kendall_tau", pa.float64()),
+        ("mean_pair_order_agreement", pa.float64()),
+    ]
+)
+DOMAIN_TAG = pa.struct([("label", pa.string()), ("p", pa.float64()), ("by", pa.string())])
+PAIR = pa.struct(
+    [
+        ("id", pa.string()),
+        ("prompt_id", pa.string()),
+        ("chosen", MESSAGES),
+        ("rejected", MESSAGES),
+        ("chosen_score", pa.float64()),
+        ("rejected_score", pa.float64()),
+        ("margin", pa.float64()),
+        ("chosen_model", pa.string()),
+        ("rejected_model", pa.string()),
+        ("domain", pa.string()),
+        ("judge", pa.string()),
+        ("strategy", pa.string()),
+        ("chosen_sample", pa.int32()),
+        ("rejected_sample", pa.int32()),
+        ("chosen_system_prompt", pa.string()),
+        ("rejected_system_prompt", pa.string()),
+        ("chosen_scores", SCORE_MAP),
+        ("rejected_scores", SCORE_MAP),
+        ("strength", pa.int8()),
+        ("judge_agreement", pa.float64()),
+        ("routing_score", pa.float64()),
+        ("label_source", pa.string()),
+        ("rm_margin", pa.float64()),
+    ]
+)
+DROPPED = pa.struct([("pair_id", pa.string()), ("reason", pa.string()), ("pair", PAIR)])
+
 ROW_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -33,14 +119,23 @@ ROW_SCHEMA = pa.schema(
         ("status", pa.string()),  # ok | rejected
         ("stage", pa.string()),  # where a rejected row was rejected
         ("reason", pa.string()),
-        ("raw", pa.string()),  # the original record, kept for rejects
-        ("messages", pa.string()),  # JSON list of {role, content}
+        ("raw", pa.string()),  # the original record (a preview once parsed), for rejects
+        ("messages", MESSAGES),
         ("domain", pa.string()),
         ("reference", pa.string()),
-        ("meta", pa.string()),  # JSON object
-        ("responses", pa.string()),  # JSON list of response dicts
-        ("pairs", pa.string()),  # JSON list of pair dicts (after pairing)
-        ("dropped", pa.string()),  # JSON list of {pair_id, reason}: pairs a filter removed
+        ("tests", pa.list_(pa.string())),  # code verifier: test statements, or [test code]
+        ("tests_are_code", pa.bool_()),  # tests is one string of test code, not statements
+        ("extra", pa.string()),  # JSON: the record's other fields, parsed only at the sink
+        ("source_name", pa.string()),  # input.sources: which source the record came from
+        ("assigned_models", pa.list_(pa.string())),  # generate.models_per_prompt
+        ("prompt_quality", pa.float64()),  # ingest.quality_filter
+        ("domain_tag", DOMAIN_TAG),  # ingest.domain_tagger
+        ("responses", pa.list_(RESPONSE)),
+        ("judge_records", pa.list_(JUDGE_RECORD)),
+        ("agreement", pa.list_(AGREEMENT)),
+        ("pairs", pa.list_(PAIR)),
+        ("dropped", pa.list_(DROPPED)),  # pairs a filter removed, with why
+        ("stage_seconds", SCORE_MAP),  # each stage's share of its batches' time
     ]
 )
 

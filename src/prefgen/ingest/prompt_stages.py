@@ -1,22 +1,23 @@
 """Prompt curation before generation: an LLM prompt-quality filter and a domain tagger.
 
-Both are Ray Data callable classes run as model pools at the start of the row stages
-(`stages.build_stages`, wrapped by `ResilientStage` so a failing batch is retried, then split),
-and both read the model's label probabilities after a fixed answer prefix, as probability-mode
-judges do: one forward pass per prompt, and a graded signal even from a small model.
+Both are row stages on a model (`prefgen.run.registry` places them in a pool, which retries a
+failing batch, then splits it), and both read the model's label probabilities after a fixed
+answer prefix, as probability-mode judges do: one forward pass per prompt, and a graded signal
+even from a small model.
 
 * `PromptQualityStage` (COIG-P: queries rated below 5 of 10 are dropped; docs/research.md "COIG-P: prompt curation"):
   the rubric `prompt_quality` (judges.rubrics.PROMPT_RUBRICS) rates each prompt 1-10; the
-  probability-weighted score goes to `meta.prompt_quality` and a prompt below
+  probability-weighted score goes to `prompt_quality` and a prompt below
   `ingest.quality_filter.threshold` is rejected (stage `ingest`, `low_quality: 3.2 < 5`).
 * `DomainTaggerStage`: zero-shot classification over `ingest.domain_tagger.labels` for
   prompts without a domain (`general`); a given domain is kept. The most probable label
-  becomes the row's `domain`, with `meta.domain_tag` = {label, p, by: llm}.
+  becomes the row's `domain`, with `domain_tag` = {label, p, by: llm}.
 * `keyword_domain` / `tag_domains_by_keyword`: the cheap fallback when the tagger has no
   model; pure, run on the driver during ingest, so source quotas can stratify by its tags.
 
-Input columns: prompt rows (`messages`, `domain`, `meta`, `status`). Output: the same rows,
-with `meta` / `domain` / `status` updated as above; rejected rows pass through untouched.
+Input columns: prompt rows (`messages`, `domain`, `status`). Output: the same rows, with
+`prompt_quality` / `domain_tag` / `domain` / `status` updated as above; rejected rows pass
+through untouched.
 """
 
 from __future__ import annotations
@@ -25,11 +26,8 @@ import math
 import re
 from typing import Any
 
-import pyarrow as pa
-
 from prefgen.config import DomainTaggerConfig, QualityFilterConfig
-from prefgen.data.rows import decode_batch, encode_batch, is_ok, reject
-from prefgen.engines import load_engine
+from prefgen.data.rows import is_ok, reject
 from prefgen.ingest.records import DEFAULT_DOMAIN
 from prefgen.judges.parsing import weighted_score
 from prefgen.judges.rubrics import PROMPT_RUBRICS, render_judge_messages, score_labels
@@ -55,7 +53,7 @@ def quality_verdict(score: float | None, threshold: float) -> str | None:
     """The reject reason for a prompt's 1-10 quality, or None to keep it.
 
     No score (the rater put no mass on any label) keeps the prompt: a filter that cannot
-    judge should not silently drop data; `meta.prompt_quality` stays None so it can be found.
+    judge should not silently drop data; `prompt_quality` stays None so it can be found.
     """
     if score is None or score >= threshold:
         return None
@@ -66,12 +64,11 @@ def quality_verdict(score: float | None, threshold: float) -> str | None:
 class PromptQualityStage:
     """Rates each valid prompt 1-10 (rubric prompt_quality); rejects those below threshold."""
 
-    def __init__(self, cfg: QualityFilterConfig):
+    def __init__(self, cfg: QualityFilterConfig, engine):
         self.cfg = cfg
-        self.engine = load_engine(cfg.model)
+        self.engine = engine
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = decode_batch(batch)
+    def __call__(self, rows: list[dict]) -> list[dict]:
         targets = [row for row in rows if is_ok(row)]
         convs = [
             render_judge_messages(
@@ -92,11 +89,11 @@ class PromptQualityStage:
         )
         for row, label_probs in zip(targets, probs):
             score = weighted_score(label_probs)
-            row["meta"]["prompt_quality"] = None if score is None else round(score, 3)
+            row["prompt_quality"] = None if score is None else round(score, 3)
             reason = quality_verdict(score, self.cfg.threshold)
             if reason:
                 reject(row, "ingest", reason)
-        return encode_batch(rows)
+        return rows
 
 
 # -- domain tagger ---------------------------------------------------------------------------
@@ -138,13 +135,12 @@ def _untagged(row: dict[str, Any]) -> bool:
 class DomainTaggerStage:
     """Zero-shot domain for valid prompts still `general`, by label probabilities."""
 
-    def __init__(self, cfg: DomainTaggerConfig):
+    def __init__(self, cfg: DomainTaggerConfig, engine):
         self.cfg = cfg
         self.labels = [str(label).strip() for label in cfg.labels]
-        self.engine = load_engine(cfg.model)
+        self.engine = engine
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = decode_batch(batch)
+    def __call__(self, rows: list[dict]) -> list[dict]:
         targets = [row for row in rows if _untagged(row)]
         convs = [tagger_messages(question_text(row["messages"]), self.labels) for row in targets]
         probs = call_in_chunks(
@@ -156,12 +152,8 @@ class DomainTaggerStage:
             picked = pick_label(label_probs, self.labels)
             if picked is not None:
                 row["domain"] = picked[0]
-                row["meta"]["domain_tag"] = {
-                    "label": picked[0],
-                    "p": round(picked[1], 4),
-                    "by": "llm",
-                }
-        return encode_batch(rows)
+                row["domain_tag"] = {"label": picked[0], "p": round(picked[1], 4), "by": "llm"}
+        return rows
 
 
 # -- keyword fallback ------------------------------------------------------------------------
@@ -219,4 +211,4 @@ def tag_domains_by_keyword(rows: list[dict[str, Any]], labels: list[str]) -> Non
         label = keyword_domain(question_text(row["messages"]), labels)
         if label is not None:
             row["domain"] = label
-            row["meta"]["domain_tag"] = {"label": label, "by": "keyword"}
+            row["domain_tag"] = {"label": label, "p": None, "by": "keyword"}

@@ -21,6 +21,7 @@ huge line costs memory only while it is read.
 from __future__ import annotations
 
 import decimal
+import json
 import math
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -108,8 +109,14 @@ def _lines(data: bytes) -> Iterator[tuple[int, bytes]]:
 # ---------------------------------------------------------------- parsing records
 
 
-def parse_record(row: dict[str, Any], max_prompt_chars: int) -> dict[str, Any]:
-    """Validate and normalize one raw record in place; sets status/reason on failure."""
+def parse_record(
+    row: dict[str, Any], max_prompt_chars: int, tests_field: str = "tests"
+) -> dict[str, Any]:
+    """Validate and normalize one raw record in place; sets status/reason on failure.
+
+    The record's own fields beyond the prompt go to `extra` (JSON, read back at the sink);
+    `tests_field`, when present, is also lifted into the typed `tests` column for the code
+    verifier."""
     record = row.pop(_RECORD, None)
     if row["status"] != "ok":
         return row
@@ -120,7 +127,10 @@ def parse_record(row: dict[str, Any], max_prompt_chars: int) -> dict[str, Any]:
     fields, reason = _validate(record, max_prompt_chars)
     if reason:
         return _reject(row, reason)
+    meta = fields.pop("meta")
     row.update(fields)
+    row["extra"] = json.dumps(meta, ensure_ascii=False) if meta else None
+    row["tests"], row["tests_are_code"] = lift_tests(meta.get(tests_field))
     row["raw"] = row["raw"][:MAX_RAW_CHARS]  # parsed: keep only a preview for later rejects
     return row
 
@@ -157,6 +167,23 @@ def _validate(record: Any, max_prompt_chars: int) -> tuple[dict[str, Any], str |
         "meta": meta,
         "id": text["id"] if own_id else "p-" + stable_hash(_normalized(messages)),
     }, None
+
+
+def lift_tests(value: Any) -> tuple[list[str] | None, bool | None]:
+    """A record's tests as (strings, is_code): a list of statements (or a JSON string of one)
+    -> (statements, False); one string of test code -> ([code], True); absent -> (None, None).
+    Anything else -> ([], False): present but unusable, which the verifier reports."""
+    if value is None or value == "" or value == []:
+        return None, None
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        decoded, reason = decode_json(value)
+        if not reason and isinstance(decoded, list):
+            value = decoded
+    if isinstance(value, str):
+        return [value], True
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value), False
+    return [], False
 
 
 def _text_field(record: dict, key: str) -> tuple[str | None, str | None]:
@@ -228,6 +255,7 @@ def ingest(
     max_prompt_chars: int,
     dedup: bool,
     limit: int | None = None,
+    tests_field: str = "tests",
 ) -> list[dict[str, Any]]:
     """(path, bytes) of each input file, in order -> validated rows, rejects included.
 
@@ -242,7 +270,7 @@ def ingest(
         for row in read_records(data, path, fmt):
             if limit is not None and len(rows) >= limit:
                 return rows
-            row = parse_record(row, max_prompt_chars)
+            row = parse_record(row, max_prompt_chars, tests_field)
             here = f"{row['source']}#{row['index']}"
             if dedup and row["status"] == "ok":
                 owner = first.setdefault(stable_hash(_normalized(row["messages"])), here)

@@ -58,6 +58,7 @@ def read_prompts(cfg: PipelineConfig, in_fs, paths: list[str]) -> list[dict[str,
         ing.max_prompt_chars,
         ing.dedup,
         cfg.limit,
+        cfg.judge.code_verifier.tests_field,
     )
     if sources:
         tag_sources(rows, owner)
@@ -98,13 +99,13 @@ def source_files(
 
 
 def tag_sources(rows: list[dict[str, Any]], owner: dict[str, SourceConfig]) -> None:
-    """meta.source_name on every row (rejects too, for accounting); the source's domain on
+    """`source_name` on every row (rejects too, for accounting); the source's domain on
     valid prompts that name none (domain `general`)."""
     for row in rows:
         source = owner.get(row["source"])
         if source is None:
             continue
-        row["meta"]["source_name"] = source.name
+        row["source_name"] = source.name
         if is_ok(row) and source.domain and row["domain"] == DEFAULT_DOMAIN:
             row["domain"] = source.domain
 
@@ -172,9 +173,9 @@ def sample_quotas(
     """
     by_source: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        if is_ok(row) and "source_name" in row["meta"]:
+        if is_ok(row) and row.get("source_name") is not None:
             stratum = row["domain"] if stratify_by == "domain" else ""
-            by_source[row["meta"]["source_name"]][stratum].append(row)
+            by_source[row["source_name"]][stratum].append(row)
     for source in sources:
         strata = by_source.get(source.name, {})
         counts = {name: len(members) for name, members in strata.items()}

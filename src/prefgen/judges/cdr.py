@@ -13,13 +13,11 @@ The strong model is `judge.model`, conditioned on `criteria` (or `criteria_by_do
 both are the bundled 135M model, so the score measures only what the criteria prompt changes;
 with real models use a stronger and a weaker checkpoint of one family (CDR's capability gap).
 
-Input: rows with responses. Output: `scores[name]` (nats), `rationales[name]` (JSON with both
-log-probabilities), `judge_status[name]` (ok | error: too_long).
+Input: rows with responses. Output: `scores[name]` (nats), `rationales[name]` (both
+log-probabilities, `strong_logprob=... weak_logprob=...`), `judge_status[name]` (ok | error: too_long).
 """
 
 from __future__ import annotations
-
-import json
 
 from prefgen.config import LLMJudgeConfig
 from prefgen.judges.shared import call_in_chunks, record
@@ -63,6 +61,10 @@ def cdr_conversations(
     return strong, weak
 
 
+def _num(value: float | None) -> str:
+    return "None" if value is None else f"{value:.6f}"
+
+
 def density_ratio(strong_logprob: float | None, weak_logprob: float | None) -> float | None:
     """log p_strong - log p_weak, or None when either side could not be computed."""
     if strong_logprob is None or weak_logprob is None:
@@ -95,6 +97,6 @@ def judge_cdr(
     )
     for k, (i, j) in enumerate(targets):
         score = density_ratio(strong_lp[k], weak_lp[k])
-        why = json.dumps({"strong_logprob": strong_lp[k], "weak_logprob": weak_lp[k]})
+        why = f"strong_logprob={_num(strong_lp[k])} weak_logprob={_num(weak_lp[k])}"
         status = None if score is not None else "error: too_long"
         record(rows[i]["responses"][j], judge.name, score, status, why)

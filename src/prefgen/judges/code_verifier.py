@@ -5,14 +5,15 @@ tests in `prefgen.sandbox.runner`, so code preference pairs rest on behaviour ra
 reading. A test counts as passed only from the harness's record written after it ran, never
 from an exit code, so a solution that exits 0 at import scores 0.
 
-Test formats, from `meta[cfg.tests_field]`:
-- a list of statements, each one test (HumanEval/MBPP-style asserts; a JSON string of that list
-  is accepted too);
+Test formats, from the record's `cfg.tests_field` (lifted by ingest into the row's `tests`
+and `tests_are_code`):
+- a list of statements, each one test (HumanEval/MBPP-style asserts; ingest accepts a JSON string of that
+  list too);
 - one string of test code: its top-level `def test_*` functions are the tests (the string runs
   first as setup, with the solution's names in scope and importable as `solution`); a string
   without test functions but with top-level asserts makes each assert one test.
 
-Input columns: `status`, `domain`, `meta`, `responses` (`text`, `finish_reason`).
+Input columns: `status`, `domain`, `tests`, `tests_are_code`, `responses`.
 Output columns: for ok rows whose domain is in cfg.domains, each non-error response gains
 `scores[cfg.name]` (0-1), `rationales[cfg.name]` and `judge_status[cfg.name]`, one of
 ok | no_tests | bad_tests | test_error (the tests, not the code, failed to set up) |
@@ -22,18 +23,15 @@ sandbox_error. Only `ok` carries a score. Rows are never dropped and nothing rai
 from __future__ import annotations
 
 import ast
-import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
-import pyarrow as pa
-
 from prefgen.config import CodeVerifierConfig
-from prefgen.data.rows import decode_batch, encode_batch, is_ok
+from prefgen.data.rows import is_ok
 from prefgen.sandbox.runner import TestCase, run_tests
 
-__all__ = ["extract_code", "parse_tests", "verify_batch", "verify_code"]
+__all__ = ["extract_code", "parse_tests", "verify_rows", "verify_code"]
 
 # A fence, its language tag, and its body up to the closing fence or the end of a cut-off reply.
 _FENCE_RE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
@@ -57,11 +55,6 @@ def extract_code(text: str | None) -> str:
 
 def parse_tests(tests) -> tuple[str, list[TestCase]]:
     """(setup code, test cases) from either format. Raises ValueError on anything else."""
-    if isinstance(tests, str) and tests.lstrip().startswith("["):
-        try:
-            tests = json.loads(tests)
-        except ValueError:
-            pass
     if isinstance(tests, (list, tuple)):
         cases = []
         for i, statement in enumerate(tests):
@@ -154,12 +147,11 @@ def _mark(response: dict, name: str, score: float | None, status: str, why: str)
     response["judge_status"][name] = status
 
 
-def verify_batch(batch: pa.Table, cfg: CodeVerifierConfig) -> pa.Table:
-    """Ray Data batch function: run every code response of the batch against its prompt's tests,
-    up to cfg.max_parallel sandboxes at once."""
+def verify_rows(rows: list[dict], cfg: CodeVerifierConfig) -> list[dict]:
+    """Row stage: run every code response of the batch against its prompt's tests, up to
+    cfg.max_parallel sandboxes at once."""
     if not cfg.enabled:
-        return batch
-    rows = decode_batch(batch)
+        return rows
     jobs = []  # (response, setup, cases)
     for row in rows:
         if not is_ok(row) or row["domain"] not in cfg.domains:
@@ -167,11 +159,16 @@ def verify_batch(batch: pa.Table, cfg: CodeVerifierConfig) -> pa.Table:
         responses = [
             r for r in row["responses"] if not (r.get("finish_reason") or "").startswith("error")
         ]
-        raw = (row["meta"] or {}).get(cfg.tests_field)
-        if raw is None or raw == "" or raw == []:
+        tests = row.get("tests")
+        raw = tests[0] if tests and row.get("tests_are_code") else tests
+        if tests is None:
             for response in responses:
                 _mark(
-                    response, cfg.name, None, "no_tests", f"no tests in meta[{cfg.tests_field!r}]"
+                    response,
+                    cfg.name,
+                    None,
+                    "no_tests",
+                    f"no tests in the record's {cfg.tests_field!r} field",
                 )
             continue
         try:
@@ -190,4 +187,4 @@ def verify_batch(batch: pa.Table, cfg: CodeVerifierConfig) -> pa.Table:
             for (response, _, _), future in zip(jobs, futures):
                 score, why, details = future.result()
                 _mark(response, cfg.name, score, details["judge_status"], why)
-    return encode_batch(rows)
+    return rows

@@ -4,7 +4,7 @@ UltraFeedback rates its four completions in one GPT-4 call after shuffling them 
 "UltraFeedback: ratings, critique and pairs"): the judge sees the responses side by side, and the shuffle keeps any position
 bias from always favouring the same generator. The shuffle is seeded per (prompt, judge,
 seed), so a rerun shows the same order; the permutation is recorded in
-`meta["judges"][name]["permutation"]` (original response index at each shown position).
+the row's `judge_records` (`permutation`) (original response index at each shown position).
 
 * `probability` mode: for shown position k, the score-label distribution right after
   "Response k: [" (the first line of the requested answer block for that response);
@@ -36,7 +36,7 @@ from prefgen.judges.shared import (
     generate_until_parsed,
     question_text,
     record,
-    row_judge_meta,
+    row_judge_record,
     rubric_for,
 )
 
@@ -156,7 +156,11 @@ def parse_listwise(text: str, n: int, scale: tuple[int, int]) -> list[float] | N
 
 
 def judge_listwise(
-    rows: list[dict], targets: list[tuple[int, int]], judge: LLMJudgeConfig, engine
+    rows: list[dict],
+    targets: list[tuple[int, int]],
+    judge: LLMJudgeConfig,
+    engine,
+    weak_engine=None,  # cdr's; unused here, so every kind has one signature
 ) -> None:
     """Rate each row's target responses together, per aspect; record scores and the shuffle."""
     per_row: dict[int, list[int]] = {}
@@ -170,7 +174,7 @@ def judge_listwise(
         rubric = rubric_for(judge, row["domain"])
         order = shuffle_order(len(idx), stable_seed(row["id"], judge.name, judge.seed, "list"))
         shown = [idx[k] for k in order]
-        row_judge_meta(row, judge.name).update(kind="listwise", permutation=shown)
+        row_judge_record(row, judge.name, "listwise")["permutation"] = shown
         for aspect, name in zip(rubric.aspects, judge_score_names(judge.name, rubric.aspects)):
             asks.append((i, rubric, aspect, name, shown))
             convs.append(

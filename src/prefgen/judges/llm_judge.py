@@ -1,6 +1,6 @@
-"""LLM-as-judge stage: one Ray Data callable class for every judge kind.
+"""LLM-as-judge stage: one row stage for every judge kind.
 
-`JudgeStage(judge=cfg)` loads the judge's model(s) once per actor and, per batch, picks the
+`JudgeStage(judge, engine, weak_engine)` runs on the engine(s) its pool loaded and, per batch, picks the
 responses to judge (`shared.judge_targets`), skips the judge's own model's outputs when
 `exclude_self` is on, and hands the rest to the configured kind:
 
@@ -12,16 +12,12 @@ responses to judge (`shared.judge_targets`), skips the judge's own model's outpu
 Input columns: prompt rows with `responses`. Output: each judged response gains
 `scores[name]`, `judge_status[name]` (ok | no_score | parse_failed ... | skipped_self | ...)
 and, where the kind has one, `rationales[name]`; pairwise and listwise also record their
-comparisons or shuffle in the row's `meta["judges"][judge name]`.
+comparisons or shuffle in the row's `judge_records`.
 """
 
 from __future__ import annotations
 
-import pyarrow as pa
-
 from prefgen.config import LLMJudgeConfig
-from prefgen.data.rows import decode_batch, encode_batch
-from prefgen.engines import load_engine
 from prefgen.judges.cdr import judge_cdr
 from prefgen.judges.listwise import judge_listwise
 from prefgen.judges.names import judge_scales
@@ -29,34 +25,33 @@ from prefgen.judges.pairwise import judge_pairwise
 from prefgen.judges.pointwise import judge_pointwise
 from prefgen.judges.shared import judge_targets, question_text, split_self_judged
 
-__all__ = ["JudgeStage", "judge_targets", "question_text"]
+__all__ = ["KINDS", "JudgeStage", "judge_targets", "question_text"]
 
-_KINDS = {"pointwise": judge_pointwise, "pairwise": judge_pairwise, "listwise": judge_listwise}
-
-
-def _same_weights(a, b) -> bool:
-    """Two model configs that would load identical weights, so one engine can serve both."""
-    fields = ("engine", "path", "device", "dtype", "max_model_len")
-    return all(getattr(a, f) == getattr(b, f) for f in fields)
+# judge.llm[].kind -> how that kind judges a batch: (rows, targets, judge, engine, weak engine).
+# A new kind is one module with its judge function plus one line here (docs/judges.md).
+KINDS = {
+    "pointwise": judge_pointwise,
+    "pairwise": judge_pairwise,
+    "listwise": judge_listwise,
+    "cdr": judge_cdr,
+}
 
 
 class JudgeStage:
-    def __init__(self, judge: LLMJudgeConfig):
-        if judge.kind not in (*_KINDS, "cdr"):
+    """Row stage: one LLM judge over a batch, on the engine(s) its pool loaded.
+
+    `weak_engine` is the cdr judge's weak model (the judge's own engine when they share weights).
+    """
+
+    def __init__(self, judge: LLMJudgeConfig, engine, weak_engine=None):
+        if judge.kind not in KINDS:
             raise ValueError(f"unknown judge kind {judge.kind!r}")
         self.judge = judge
         self.score_names = list(judge_scales(judge))
-        self.engine = load_engine(judge.model)
-        self.weak_engine = self.engine
-        weak = judge.weak_model
-        if judge.kind == "cdr" and weak is not None and not _same_weights(judge.model, weak):
-            self.weak_engine = load_engine(weak)
+        self.engine = engine
+        self.weak_engine = weak_engine or engine
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = decode_batch(batch)
+    def __call__(self, rows: list[dict]) -> list[dict]:
         targets = split_self_judged(rows, judge_targets(rows), self.judge, self.score_names)
-        if self.judge.kind == "cdr":
-            judge_cdr(rows, targets, self.judge, self.engine, self.weak_engine)
-        else:
-            _KINDS[self.judge.kind](rows, targets, self.judge, self.engine)
-        return encode_batch(rows)
+        KINDS[self.judge.kind](rows, targets, self.judge, self.engine, self.weak_engine)
+        return rows

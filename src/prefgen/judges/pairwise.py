@@ -10,13 +10,12 @@ cheap confidence signal (docs/research.md "Judge biases and their controls"). Fo
 
 Each response's score is its mean win probability over its comparisons (0-1; a response that
 wins every comparison in both orders scores 1). Every comparison is recorded in
-`meta["judges"][name]["comparisons"]` (response indices, both orders' verdicts,
-`consistent`), and each response's `rationales[name]` holds its own comparisons as JSON.
+the row's `judge_records` (`comparisons`) (response indices, both orders' verdicts,
+`consistent`), and each response's `rationales[name]` lists its own comparisons and the judge's replies.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from itertools import combinations
@@ -29,7 +28,7 @@ from prefgen.judges.shared import (
     generate_until_parsed,
     question_text,
     record,
-    row_judge_meta,
+    row_judge_record,
     rubric_for,
 )
 
@@ -167,7 +166,11 @@ def mean_win_rates(indices: list[int], comparisons: list[dict]) -> dict[int, flo
 
 
 def judge_pairwise(
-    rows: list[dict], targets: list[tuple[int, int]], judge: LLMJudgeConfig, engine
+    rows: list[dict],
+    targets: list[tuple[int, int]],
+    judge: LLMJudgeConfig,
+    engine,
+    weak_engine=None,  # cdr's; unused here, so every kind has one signature
 ) -> None:
     """Compare target responses of each row in both orders; record win rates and comparisons."""
     per_row: dict[int, list[int]] = {}
@@ -244,13 +247,41 @@ def _record_row(
             status = "no_comparison"
         elif rates[j] is None:
             status = f"parse_failed after {judge.max_retries + 1} tries"
-        record(row["responses"][j], judge.name, rates[j], status, json.dumps(mine))
+        record(row["responses"][j], judge.name, rates[j], status, comparison_text(j, mine))
     consistent = [c["consistent"] for c in comparisons]
-    row_judge_meta(row, judge.name).update(
-        kind="pairwise",
+    row_judge_record(row, judge.name, "pairwise").update(
         comparisons=comparisons,
         consistent_share=(sum(consistent) / len(consistent)) if consistent else None,
     )
+
+
+def comparison_text(j: int, comparisons: list[dict]) -> str:
+    """A response's comparisons as readable lines (its rationale), with the judge's replies:
+
+    vs #2: wins with p=0.71 (shown first: A p=0.80, shown second: B p=0.38), consistent
+    """
+    lines = []
+    for c in comparisons:
+        other, first = (c["b"], True) if c["a"] == j else (c["a"], False)
+        p_mine = c["p_a_wins"] if first else (None if c["p_a_wins"] is None else 1 - c["p_a_wins"])
+        outcome = (
+            "no verdict"
+            if p_mine is None
+            else ("wins" if p_mine > 0.5 else "loses" if p_mine < 0.5 else "ties")
+        )
+        orders = []
+        for key, label in (("ab", "A/B"), ("ba", "B/A")):
+            o = c[key]
+            p_a = "-" if o.get("p_a") is None else f"{o['p_a']:.2f}"
+            orders.append(f"{label}: {o.get('verdict') or '-'} p_a={p_a}")
+        shown = "-" if p_mine is None else f"{p_mine:.2f}"
+        tail = ", consistent" if c["consistent"] else ""
+        lines.append(f"vs #{other}: {outcome} p={shown} ({'; '.join(orders)}){tail}")
+        for key, label in (("ab", "A/B"), ("ba", "B/A")):
+            reply = c[key].get("reply")
+            if reply:
+                lines.append(f"  reply {label}: {reply}")
+    return "\n".join(lines)
 
 
 def _p_first_label(probs: dict[str, float]) -> float | None:

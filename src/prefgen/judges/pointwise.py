@@ -32,7 +32,11 @@ __all__ = ["judge_pointwise"]
 
 
 def judge_pointwise(
-    rows: list[dict], targets: list[tuple[int, int]], judge: LLMJudgeConfig, engine
+    rows: list[dict],
+    targets: list[tuple[int, int]],
+    judge: LLMJudgeConfig,
+    engine,
+    weak_engine=None,  # cdr's; unused here, so every kind has one signature
 ) -> None:
     """Score every target response in place: `scores`, `rationales`, `judge_status`."""
     by_rubric: dict[str, list[tuple[int, int]]] = defaultdict(list)

@@ -6,21 +6,19 @@ Input: prompt rows whose responses carry judge scores. Output, per response:
   that judge's score when the verifier marks the answer wrong (`judge_status` "capped", the
   uncapped value in `rationales["<score>.hard_rule"]`);
 * `scores[<ensemble name>]`: the ensemble's aggregate of its members (each rescaled to 1-10),
-  with the judges' agreement on the prompt in the row's `meta["judge_agreement"][<name>]`;
+  with the judges' agreement on the prompt in the row's `agreement`;
 * `overall`: the configured weighted mean of its scores, each first rescaled to 1-10, so the
   pairing margin (default 2 on 1-10, COIG-P) means the same whichever scorers are on.
 
-`scoring_options(cfg)` builds every keyword argument `score_batch` takes from the config.
+`scoring_options(cfg)` builds every keyword argument `score_rows` takes from the config.
 """
 
 from __future__ import annotations
 
 import math
 
-import pyarrow as pa
-
 from prefgen.config import EnsembleConfig, MathVerifierConfig, PipelineConfig
-from prefgen.data.rows import decode_batch, encode_batch, is_ok
+from prefgen.data.rows import is_ok
 from prefgen.judges.aggregate import ensemble_score, judge_agreement, overall_score
 from prefgen.judges.math_verifier import verify_math
 from prefgen.judges.names import judge_score_names, score_scales
@@ -115,7 +113,8 @@ def score_row(
             m: [r["scores"].get(m) for r in row["responses"]]
             for m in dict.fromkeys(ensemble.members)
         }
-        row["meta"].setdefault("judge_agreement", {})[ensemble.name] = judge_agreement(per_judge)
+        row["agreement"] = [a for a in row["agreement"] if a["name"] != ensemble.name]
+        row["agreement"].append({"name": ensemble.name, **judge_agreement(per_judge)})
     return row
 
 
@@ -127,22 +126,21 @@ def default_weights(
     return {name: 1.0 for name in scales if name not in members}
 
 
-def score_batch(
-    batch: pa.Table,
+def score_rows(
+    rows: list[dict],
     verifier: MathVerifierConfig,
     weights: dict[str, float],
     scales: dict,
     ensemble: EnsembleConfig | None = None,
     caps: Caps | None = None,
-) -> pa.Table:
+) -> list[dict]:
+    """Row stage: `score_row` over a batch, with default weights when none are configured."""
     effective = weights or default_weights(scales, ensemble)
-    return encode_batch(
-        [score_row(r, verifier, effective, scales, ensemble, caps) for r in decode_batch(batch)]
-    )
+    return [score_row(r, verifier, effective, scales, ensemble, caps) for r in rows]
 
 
 def scoring_options(cfg: PipelineConfig) -> dict:
-    """Every keyword argument of `score_batch`, from the config (for `partial(score_batch, ...)`)."""
+    """Every keyword argument of `score_rows`, from the config (for `partial(score_rows, ...)`)."""
     return {
         "verifier": cfg.judge.math_verifier,
         "weights": dict(cfg.judge.weights),

@@ -3,7 +3,7 @@
 The kinds (``pointwise``, ``pairwise``, ``listwise``, ``cdr``) differ in how they ask and
 what they parse; they agree on which responses are judged, on how a judge avoids its own
 model's outputs, on how an unparseable reply is re-asked, and on how a result lands in a
-response (`scores`, `rationales`, `judge_status`) and in the row (`meta["judges"]`).
+response (`scores`, `rationales`, `judge_status`) and in the row (`judge_records`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ __all__ = [
     "judge_targets",
     "question_text",
     "record",
-    "row_judge_meta",
+    "row_judge_record",
     "rubric_for",
     "split_self_judged",
 ]
@@ -150,11 +150,15 @@ def record(
     response["judge_status"][name] = status or ("ok" if score is not None else "no_score")
 
 
-def row_judge_meta(row: dict, judge_name: str) -> dict:
-    """The row-level record of one judge (`meta["judges"][name]`), created on first use.
+def row_judge_record(row: dict, judge_name: str, kind: str) -> dict:
+    """The row-level record of one judge (a `judge_records` entry), created on first use.
 
-    Row meta travels into every pair's `meta.prompt_meta`, so comparisons and shuffles
-    stay auditable next to the pairs they produced.
+    It travels into every pair's `meta.prompt_meta.judges`, so comparisons and shuffles stay
+    auditable next to the pairs they produced.
     """
-    judges = row["meta"].setdefault("judges", {})
-    return judges.setdefault(judge_name, {})
+    for record in row["judge_records"]:
+        if record["name"] == judge_name:
+            return record
+    record = {"name": judge_name, "kind": kind}
+    row["judge_records"].append(record)
+    return record

@@ -16,9 +16,7 @@ from __future__ import annotations
 import os
 import time
 
-import pyarrow as pa
-
-from prefgen.data.rows import decode_batch, encode_batch, is_ok
+from prefgen.data.rows import is_ok
 
 RETRY_STATUSES = (429, 502, 503, 504)
 
@@ -60,12 +58,13 @@ def apply_filter(rows: list[dict], rewards: list[float], min_margin: float) -> N
 
 
 def pair_items(rows: list[dict]) -> list[tuple[list[dict], str]]:
+    """(prompt messages, response text) for each pair's chosen then rejected side."""
     items = []
     for row in rows:
         if is_ok(row):
             for pair in row["pairs"]:
-                items.append((pair["prompt"], pair["chosen"][-1]["content"]))
-                items.append((pair["prompt"], pair["rejected"][-1]["content"]))
+                items.append((row["messages"], pair["chosen"][-1]["content"]))
+                items.append((row["messages"], pair["rejected"][-1]["content"]))
     return items
 
 
@@ -137,7 +136,7 @@ class LocalRewardClient:
 
 
 class RewardFilterStage:
-    """Ray Data callable class; one HTTP session or one loaded model per actor."""
+    """Row stage with its own client: one HTTP session or one loaded reward model per actor."""
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -148,9 +147,8 @@ class RewardFilterStage:
         else:
             self.client = LocalRewardClient(cfg.model, cfg.batch_size)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = decode_batch(batch)
+    def __call__(self, rows: list[dict]) -> list[dict]:
         items = pair_items(rows)
         if items:
             apply_filter(rows, self.client.score(items), self.cfg.min_margin)
-        return encode_batch(rows)
+        return rows

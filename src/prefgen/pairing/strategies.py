@@ -31,10 +31,14 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from prefgen.data.rows import is_ok
+
 __all__ = [
     "NO_PAIR_REASONS",
     "STRATEGIES",
     "build_pairs",
+    "output_pair",
+    "pair_rows",
     "judge_votes",
     "length_ratio",
     "passes_rm_agreement",
@@ -228,6 +232,8 @@ def _orient(a: dict, b: dict) -> tuple[dict, dict]:
 def _make_pair(
     row: dict, chosen: dict, rejected: dict, strategy: str, judge: str, exclude: tuple[str, ...]
 ) -> dict:
+    """One pair as it travels in a row (`prefgen.data.schema.PAIR`); `output_pair` adds the
+    prompt and assembles `meta` for the pairs table."""
     prompt_id = str(row.get("id", ""))
     c_score, r_score = float(chosen["overall"]), float(rejected["overall"])
     c_scores, r_scores = dict(chosen.get("scores") or {}), dict(rejected.get("scores") or {})
@@ -235,7 +241,6 @@ def _make_pair(
     return {
         "id": _pair_id(prompt_id, chosen, rejected),
         "prompt_id": prompt_id,
-        "prompt": row.get("messages"),
         "chosen": [{"role": "assistant", "content": chosen["text"]}],
         "rejected": [{"role": "assistant", "content": rejected["text"]}],
         "chosen_score": c_score,
@@ -246,23 +251,43 @@ def _make_pair(
         "domain": row.get("domain"),
         "judge": judge,
         "strategy": strategy,
-        "meta": {
-            "chosen_sample": chosen.get("sample"),
-            "rejected_sample": rejected.get("sample"),
-            "chosen_system_prompt": chosen.get("system_prompt"),
-            "rejected_system_prompt": rejected.get("system_prompt"),
-            # Kept in meta too: prefgen.reward.data reads the aspect scores from here.
-            "chosen_scores": c_scores,
-            "rejected_scores": r_scores,
-            "prompt_meta": dict(row.get("meta") or {}),
-        },
+        "chosen_sample": chosen.get("sample"),
+        "rejected_sample": rejected.get("sample"),
+        "chosen_system_prompt": chosen.get("system_prompt"),
+        "rejected_system_prompt": rejected.get("system_prompt"),
         "chosen_scores": c_scores,
         "rejected_scores": r_scores,
         "strength": preference_strength(c_score - r_score),
         "judge_agreement": agreement,
         "routing_score": routing_score(c_score - r_score, agreement, n_judges),
         "label_source": "judge",
+        "rm_margin": None,
     }
+
+
+# Pair fields that the pairs table keeps inside `meta` (with the prompt's own meta).
+_META_FIELDS = (
+    "chosen_sample",
+    "rejected_sample",
+    "chosen_system_prompt",
+    "rejected_system_prompt",
+    "chosen_scores",
+    "rejected_scores",
+)
+
+
+def output_pair(pair: dict, prompt: list[dict], prompt_meta: dict) -> dict:
+    """An in-flight pair -> its pairs-table record: the prompt messages added, samples, system
+    prompts and per-judge scores in `meta` next to the prompt's meta (a dict; writers encode it).
+    The score dicts stay top-level too (reward-augmented training reads them there)."""
+    record = {k: v for k, v in pair.items() if k not in _META_FIELDS[:4]}
+    record["prompt"] = prompt
+    meta = {k: pair.get(k) for k in _META_FIELDS}
+    meta["chosen_scores"] = dict(meta["chosen_scores"] or {})
+    meta["rejected_scores"] = dict(meta["rejected_scores"] or {})
+    meta["prompt_meta"] = dict(prompt_meta or {})
+    record["meta"] = meta
+    return record
 
 
 def _candidates(strategy: str, scored: list[dict]) -> list[tuple[dict, dict]]:
@@ -369,8 +394,8 @@ def build_pairs(
     return sorted(pairs.values(), key=lambda p: (-p["margin"], p["id"])), None
 
 
-def pair_batch(
-    batch,
+def pair_rows(
+    rows: list[dict],
     strategy: str,
     *,
     min_margin,
@@ -381,11 +406,8 @@ def pair_batch(
     max_length_ratio: float | None = None,
     min_judge_agreement: float | None = None,
     exclude_from_votes: tuple[str, ...] = (),
-):
-    """Ray Data stage: each ok row gains `pairs`; a row with none records its no-pair reason."""
-    from prefgen.data.rows import decode_batch, encode_batch, is_ok
-
-    rows = decode_batch(batch)
+) -> list[dict]:
+    """Row stage: each ok row gains `pairs`; a row with none records its no-pair reason."""
     for row in rows:
         if not is_ok(row):
             continue
@@ -403,4 +425,4 @@ def pair_batch(
         )
         row["pairs"] = pairs
         row["reason"] = None if pairs else reason
-    return encode_batch(rows)
+    return rows

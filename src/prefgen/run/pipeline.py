@@ -1,13 +1,14 @@
 """Runs a pipeline config: plan shards, run the stages phase by phase, commit, write the manifest.
 
     input files -> ingest (driver: validate, dedup, shard) -> _work/input/
-      -> phase(s) of row stages on Ray Data (prefgen.stages: generate pools, judge pools,
-         score, pair, [reward filter]) -> ShardCollector commits each complete shard
+      -> phase(s) of steps on Ray Data (prefgen.run.registry lists the stages,
+         prefgen.run.pools groups them into pools, one load per weight set)
+      -> ShardCollector commits each complete shard
       -> pairs/ responses/ rejects/ -> manifest.json (the commit point)
 
 Streaming mode runs every stage in one phase with all pools up at once. Phased mode runs one
-model stage per phase over all shards and persists its rows under `_work/<phase>/`, so a
-cluster with few GPUs loads one model at a time. Both give the same output for the same seed.
+pool per phase over all shards and persists its rows under `_work/<phase>/`, so a
+cluster with few GPUs loads one weight set at a time. Both give the same output for the same seed.
 
 Re-running the same command on the same output resumes: committed shards of every phase are
 skipped; a changed config (its hash) or input refuses to mix with the old output unless
@@ -36,10 +37,10 @@ from prefgen.data.manifest import (
     now,
     write_manifest,
 )
-from prefgen.data.rows import encode_batch, row_key
+from prefgen.data.rows import row_key, to_table
 from prefgen.data.schema import ROW_SCHEMA
-from prefgen.run import shards
-from prefgen.run.stages import build_stages, phases
+from prefgen.run import pools, shards
+from prefgen.run.registry import build_stages, model_uses
 
 
 class OutputExists(RuntimeError):
@@ -91,8 +92,8 @@ def run(cfg: PipelineConfig) -> RunResult:
         preflight.check_cluster(cfg)  # an autoscaling cluster may grow: only check a local Ray
     ledgers = open_ledgers(cfg)  # held for the whole run
     source = shards.INPUT_PHASE
-    for phase, stages in phases(build_stages(cfg), cfg.execution.mode):
-        run_phase(cfg, fs, root, plan, source, phase, stages)
+    for phase, steps in pools.phases(pools.plan(build_stages(cfg)), cfg.execution.mode):
+        run_phase(cfg, fs, root, plan, source, phase, steps)
         source = phase
     usage = read_ledgers(cfg, ledgers)
 
@@ -126,8 +127,12 @@ def run(cfg: PipelineConfig) -> RunResult:
 
 
 def _openai_models(cfg: PipelineConfig) -> list:
-    models = list(cfg.generate.models) + [j.model for j in cfg.judge.llm]
-    return [m for m in models if m.engine == "openai"]
+    """Every openai model of the run, once per name (the registry's model list)."""
+    found = {}
+    for use in model_uses(cfg):
+        if use.model.engine == "openai":
+            found.setdefault(use.model.name, use.model)
+    return list(found.values())
 
 
 def open_ledgers(cfg: PipelineConfig) -> list:
@@ -202,7 +207,7 @@ def plan_shards(
     for shard, shard_rows in by_shard.items():
         if shard_rows:
             storage.write_parquet_atomic(
-                fs, shards.phase_file(root, shards.INPUT_PHASE, shard), encode_batch(shard_rows)
+                fs, shards.phase_file(root, shards.INPUT_PHASE, shard), to_table(shard_rows)
             )
     plan = {
         **identity,
@@ -216,26 +221,34 @@ def plan_shards(
 
 
 def read_shard_files(batch: pa.Table, url: str, options: dict) -> pa.Table:
+    """Rows [start, stop) of each listed shard file: one small block per slice."""
     import pyarrow.parquet as pq
 
     fs, _ = storage.filesystem(url, options)
-    tables = [
-        pq.read_table(p, filesystem=storage.arrow_filesystem(fs), schema=ROW_SCHEMA)
-        for p in batch.column("path").to_pylist()
-    ]
+    tables = []
+    for path, start, stop in zip(*(batch.column(c).to_pylist() for c in ("path", "start", "stop"))):
+        table = pq.read_table(path, filesystem=storage.arrow_filesystem(fs), schema=ROW_SCHEMA)
+        tables.append(table.slice(start, stop - start))
     return pa.concat_tables(tables)
 
 
-def run_phase(cfg, fs, root: str, plan: dict, source: str, phase: str, stages) -> None:
-    """Run `stages` over every shard not yet committed in `phase`, committing shard by shard."""
+def run_phase(cfg, fs, root: str, plan: dict, source: str, phase: str, steps) -> None:
+    """Run `steps` over every shard not yet committed in `phase`, committing shard by shard."""
     done = shards.committed(fs, root, phase)
     expected = {int(s): n for s, n in plan["rows"].items() if int(s) not in done}
     if not expected:
         return
-    files = [shards.phase_file(root, source, s) for s in sorted(expected)]
-    # One tiny task per shard file (not read_parquet: its file listing asks for a whole CPU,
-    # which the model pools may all hold, and the run would wait forever).
-    ds = ray.data.from_items([{"path": f} for f in files], override_num_blocks=len(files))
+    # Blocks are smaller than shards (execution.block_rows), so stages overlap within a shard
+    # and a small run still spreads over its pools; the collector reassembles shards. One tiny
+    # task per slice (not read_parquet: its file listing asks for a whole CPU, which the model
+    # pools may all hold, and the run would wait forever).
+    step = cfg.execution.block_rows
+    slices = [
+        {"path": shards.phase_file(root, source, s), "start": a, "stop": min(a + step, n)}
+        for s, n in sorted(expected.items())
+        for a in range(0, n, step)
+    ]
+    ds = ray.data.from_items(slices, override_num_blocks=len(slices))
     ds = ds.map_batches(
         partial(
             read_shard_files,
@@ -246,8 +259,8 @@ def run_phase(cfg, fs, root: str, plan: dict, source: str, phase: str, stages) -
         batch_format="pyarrow",
         num_cpus=LIGHT_TASK_CPUS,
     )
-    for stage in stages:
-        ds = stage.apply(ds)
+    for step_ in steps:
+        ds = pools.apply(ds, step_, cfg.execution)
 
     if phase == shards.FINAL_PHASE:
         from prefgen.run.sink import commit_final_shard

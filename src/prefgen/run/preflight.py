@@ -113,13 +113,10 @@ def check_filter(cfg: PipelineConfig, timeout_s: float) -> list[str]:
 
 
 def model_configs(cfg: PipelineConfig) -> list[tuple[str, ModelConfig]]:
-    """(config key, model) for every model the run uses."""
-    found = [(f"generate.models.{i}", m) for i, m in enumerate(cfg.generate.models)]
-    for i, judge in enumerate(cfg.judge.llm):
-        found.append((f"judge.llm.{i}.model", judge.model))
-        if getattr(judge, "weak_model", None) is not None:
-            found.append((f"judge.llm.{i}.weak_model", judge.weak_model))
-    return found
+    """(config key, model) for every model the run uses: the stage registry's list."""
+    from prefgen.run.registry import model_uses
+
+    return [(use.key, use.model) for use in model_uses(cfg)]
 
 
 def check_model(key: str, model: ModelConfig, timeout_s: float) -> list[str]:
@@ -196,31 +193,27 @@ def _brief(exc: BaseException) -> str:
 
 @dataclass(frozen=True)
 class Pool:
-    key: str  # config key of the model (or filter) that owns the pool
+    key: str  # config keys of the models (or the stage) the pool serves
     cpus: float  # reserved by the whole pool: num_cpus x concurrency
     gpus: float
 
 
 def model_pools(cfg: PipelineConfig) -> list[Pool]:
-    """The actor pools a run holds, with what each reserves.
+    """The actor pools a run holds, with what each reserves: exactly the pools the pipeline
+    creates (`prefgen.run.pools.plan` over the stage registry), so the two cannot drift."""
+    from prefgen.run import pools
+    from prefgen.run.registry import build_stages
 
-    vLLM engines reserve tensor x pipeline parallel GPUs each; their CPUs are Ray Data's
-    business (not counted). A cdr judge's weak model runs inside the judge's pool.
-    """
-    pools = []
-    for key, model in [(f"generate.models.{i}", m) for i, m in enumerate(cfg.generate.models)] + [
-        (f"judge.llm.{i}.model", j.model) for i, j in enumerate(cfg.judge.llm)
-    ]:
-        n = model.concurrency
-        if model.engine == "vllm":
-            per_engine = model.tensor_parallel_size * model.pipeline_parallel_size
-            pools.append(Pool(key, 0.0, float(per_engine * n)))
-        else:
-            pools.append(Pool(key, model.num_cpus * n, model.num_gpus * n))
-    f = cfg.filter
-    if f.kind == "reward_model" and not f.url:
-        pools.append(Pool("filter", f.num_cpus * f.concurrency, 0.0))
-    return pools
+    found = []
+    for step in pools.plan(build_stages(cfg)):
+        if not step.pool:
+            continue
+        keys = [use.key for stage in step.stages for use in stage.models] or [
+            stage.section for stage in step.stages if stage.holds is not None
+        ]
+        n = step.concurrency
+        found.append(Pool(", ".join(keys), step.num_cpus * n, step.num_gpus * n))
+    return found
 
 
 def check_resources(

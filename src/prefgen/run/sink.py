@@ -15,28 +15,30 @@ from typing import Any
 import pyarrow as pa
 
 from prefgen.data import storage
-from prefgen.data.rows import MAX_RAW_CHARS, decode_batch
+from prefgen.data.rows import MAX_RAW_CHARS, prompt_meta, to_rows
 from prefgen.data.schema import TABLES, pairs_table
+from prefgen.pairing.strategies import output_pair
 from prefgen.run import shards
 
 
 def split_tables(rows: list[dict]) -> dict[str, list[dict]]:
-    """Final rows -> the records of each output table (pure)."""
+    """Final rows -> the records of each output table (pure). The one place where a row's
+    `extra` is parsed again and pair / prompt meta become JSON."""
     out: dict[str, list[dict]] = {"pairs": [], "responses": [], "rejects": []}
     for row in rows:
         if row["status"] != "ok":
             out["rejects"].append(_reject(row, row["stage"], row["reason"]))
             continue
+        meta = prompt_meta(row)
         for pair in row["pairs"]:
-            out["pairs"].append(
-                {**pair, "meta": json.dumps(pair["meta"], ensure_ascii=False, default=str)}
-            )
+            record = output_pair(pair, row["messages"], meta)
+            out["pairs"].append({**record, "meta": _json(record["meta"])})
         for dropped in row.get("dropped") or []:  # removed by a filter: the whole pair kept in raw
             record = _reject(row, "filter", dropped["reason"])
-            record.update(
-                id=dropped["pair_id"],
-                raw=json.dumps(dropped.get("pair"), ensure_ascii=False, default=str),
+            pair = (
+                output_pair(dropped["pair"], row["messages"], meta) if dropped.get("pair") else None
             )
+            record.update(id=dropped["pair_id"], raw=_json(pair))
             out["rejects"].append(record)
         for r in row["responses"]:
             out["responses"].append(
@@ -59,12 +61,16 @@ def split_tables(rows: list[dict]) -> dict[str, list[dict]]:
                     "judge_status": list(r["judge_status"].items()),
                     "overall": r["overall"],
                     "no_pair_reason": row["reason"],
-                    "prompt_meta": json.dumps(row["meta"], ensure_ascii=False, default=str),
+                    "prompt_meta": _json(meta),
                 }
             )
         if not row["pairs"]:
             out["rejects"].append(_reject(row, "pair", f"no_pair: {row['reason']}"))
     return out
+
+
+def _json(value) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _reject(row: dict, stage: str, reason: str) -> dict:
@@ -84,8 +90,10 @@ def shard_counts(rows: list[dict]) -> dict[str, Any]:
     no_pair = Counter()
     filtered = Counter()
     models: dict[str, Counter] = {}
+    stages: Counter = Counter()
     prompts_ok = 0
     for row in rows:
+        stages.update(row.get("stage_seconds") or {})
         if row["status"] != "ok":
             rejected[row["reason"].split(":")[0]] += 1
             continue
@@ -109,6 +117,7 @@ def shard_counts(rows: list[dict]) -> dict[str, Any]:
         "no_pair_by_reason": dict(no_pair),
         "filtered_by_reason": dict(filtered),
         "models": {k: dict(v) for k, v in models.items()},
+        "stage_seconds": dict(stages),
     }
 
 
@@ -120,7 +129,9 @@ def merge_counts(parts: list[dict]) -> dict[str, Any]:
     total: dict[str, Any] = {key: 0 for key in _SUMMED}
     reasons = {key: Counter() for key in _BY_REASON}
     models: dict[str, Counter] = {}
+    stages: Counter = Counter()
     for p in parts:
+        stages.update(p.get("stage_seconds", {}))
         for key in _SUMMED:
             total[key] += p[key]
         for key in _BY_REASON:
@@ -129,6 +140,7 @@ def merge_counts(parts: list[dict]) -> dict[str, Any]:
             models.setdefault(name, Counter()).update(m)
     total.update({key: dict(c) for key, c in reasons.items()})
     total["models"] = {k: dict(v) for k, v in models.items()}
+    total["stage_seconds"] = {k: round(v, 3) for k, v in stages.items()}
     return total
 
 
@@ -138,7 +150,7 @@ def commit_final_shard(fs, root: str, shard: int, table: pa.Table) -> dict[str, 
     Writing empty tables too means a redo after a kill overwrites every file an earlier
     attempt may have left, so no stale shard file can outlive its commit.
     """
-    rows = decode_batch(table)
+    rows = to_rows(table)
     tables = split_tables(rows)
     files = {}
     for name, records in tables.items():
