@@ -156,21 +156,25 @@ def test_input_and_output_on_s3(quickstart, s3_server):
 
 
 def test_resources_streaming_phased_and_gpus(quickstart):
-    assert [p.cpus for p in model_pools(quickstart)] == [0.4, 0.4, 0.4, 0.5]
-    check_resources(quickstart, {"CPU": 1.95})  # 1.7 reserved + 0.25 light: exactly enough
+    # the four models share weights: one pool, reserving what its most demanding member asks
+    assert [p.cpus for p in model_pools(quickstart)] == [1.75]
+    check_resources(quickstart, {"CPU": 2.0})  # 1.75 reserved + 0.25 light: exactly enough
     [problem] = _problems(lambda: check_resources(quickstart, {"CPU": 1.9}))
-    assert "reserve 1.7 of the cluster's 1.9 CPUs" in problem
-    # phased: one model pool at a time, so the biggest one counts
+    assert "reserve 1.75 of the cluster's 1.9 CPUs" in problem
+    # phased: one pool at a time, so the biggest one counts
     phased = quickstart.model_copy(deep=True)
     phased.execution.mode = "phased"
-    check_resources(phased, {"CPU": 0.75})
-    assert "judge.llm.0.model: " in _problems(lambda: check_resources(phased, {"CPU": 0.7}))[0]
-    # vLLM: tensor x pipeline parallel GPUs per engine, times the engines
+    phased.generate.models[0].path = "/models/other"  # other weights: a pool of its own
+    phased.generate.models[0].num_cpus = 0.5
+    assert [p.cpus for p in model_pools(phased)] == [0.5, 1.75]
+    check_resources(phased, {"CPU": 2.0})
+    assert "judge.llm.0.model" in _problems(lambda: check_resources(phased, {"CPU": 1.9}))[0]
+    # vLLM on GPUs: tensor x pipeline parallel GPUs per engine, times the engines
     quickstart.generate.models[0] = quickstart.generate.models[0].model_copy(
-        update={"engine": "vllm", "tensor_parallel_size": 2, "concurrency": 2}
+        update={"engine": "vllm", "tensor_parallel_size": 2, "concurrency": 2, "device": "cuda"}
     )
-    check_resources(quickstart, {"CPU": 2, "GPU": 4})
-    [problem] = _problems(lambda: check_resources(quickstart, {"CPU": 2, "GPU": 3}))
+    check_resources(quickstart, {"CPU": 8, "GPU": 4})
+    [problem] = _problems(lambda: check_resources(quickstart, {"CPU": 8, "GPU": 3}))
     assert problem.startswith("generate.models.0: num_gpus x concurrency need 4 GPUs")
     # a local reward-model filter pool holds CPUs too
     quickstart.filter.kind, quickstart.filter.num_cpus = "reward_model", 1.0
@@ -179,5 +183,5 @@ def test_resources_streaming_phased_and_gpus(quickstart):
 
 def test_cluster_check_on_the_local_ray(quickstart, ray_session):
     check_cluster(quickstart)  # the session's Ray has 2 CPUs: the quickstart fits
-    quickstart.generate.models[0].concurrency = 3
+    quickstart.generate.models[0].concurrency = 2
     assert "the run would hang" in _problems(lambda: check_cluster(quickstart))[0]

@@ -37,7 +37,13 @@ SMALL = [
     "execution.min_rows_for_error_rate=1",
     *[f"generate.models.{i}.batch_size=1" for i in range(3)],
     "judge.llm.0.model.batch_size=1",
+    # one torch thread everywhere, so every run (one shared pool or several) samples alike
+    *[f"generate.models.{i}.num_cpus=0.5" for i in range(3)],
+    "judge.llm.0.model.num_cpus=0.5",
 ]
+# A pool per model, so phased mode has a phase per generator and one for the judge.
+SEPARATE = [*[f"generate.models.{i}.separate_pool=true" for i in range(3)],
+            "judge.llm.0.model.separate_pool=true"]  # fmt: skip
 PRIMARY_PROMPT = json.loads(PROMPTS.read_text().splitlines()[1])["prompt"]
 
 
@@ -120,6 +126,7 @@ def test_kill_driver_then_resume(reference, tmp_path):
         f"output.path={out}",
         "execution.mode=phased",
         "ray.num_cpus=2",
+        *SEPARATE,
     ]
     plan_rows = lambda o: len(json.loads((o / "_work/plan.json").read_text())["rows"])  # noqa: E731
     kill_points = [

@@ -147,6 +147,15 @@ class ModelConfig(Section):
         }
         return self.model_copy(update={k: v for k, v in fill.items() if getattr(self, k) is None})
 
+    def on_gpu(self) -> bool:
+        return self.num_gpus > 0 or self.device == "cuda"
+
+    def gpus_per_actor(self) -> float:
+        """GPUs one actor of this model needs: vLLM takes tensor x pipeline parallel GPUs."""
+        if self.engine == "vllm" and self.on_gpu():
+            return float(self.tensor_parallel_size * self.pipeline_parallel_size)
+        return self.num_gpus
+
     def weight_key(self) -> tuple:
         """What identifies the loaded weights: models with equal keys can share one engine."""
         return (

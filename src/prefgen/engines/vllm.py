@@ -91,12 +91,14 @@ def _download(url: str) -> str:
 
 
 def placement_bundles(tensor_parallel: int, pipeline_parallel: int, on_gpu: bool) -> list[dict]:
-    """Placement-group bundles for one engine: one GPU (and a CPU) per worker, or None-like []
-    when a single process suffices (one GPU, or CPU)."""
+    """Placement-group bundles for one engine: one GPU (and a CPU) per worker; [] when a
+    single process suffices (one GPU, or CPU)."""
     workers = tensor_parallel * pipeline_parallel
     if not on_gpu or workers <= 1:
         return []
-    return [{"GPU": 1, "CPU": 1} for _ in range(workers)]
+    bundles = [{"GPU": 1, "CPU": 1} for _ in range(workers)]
+    bundles[0]["CPU"] += 1  # the pool actor itself lives in the first bundle
+    return bundles
 
 
 def claim_cpus(n: int, lock_dir: str = CPU_LOCK_DIR) -> str:

@@ -28,7 +28,9 @@ from __future__ import annotations
 import copy
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from prefgen.config import LIGHT_TASK_CPUS, ExecutionConfig, ModelConfig
@@ -51,6 +53,8 @@ class Step:
     max_concurrency: int | None = None
     batch_size: int | None = None
     pool: bool = False
+    placement: tuple[dict, ...] = ()  # placement-group bundles per actor (vLLM tensor parallel)
+    accelerator_type: str | None = None
 
     @property
     def weight_keys(self) -> set:
@@ -109,18 +113,29 @@ def _with(pool: Step, stage: Stage) -> Step:
     models = [u.model for s in (*pool.stages, stage) for u in s.models]
     holds = [s.holds for s in (*pool.stages, stage) if s.holds is not None]
     batch = [s.batch_rows for s in (*pool.stages, stage) if s.batch_rows]
+    bundles: tuple[dict, ...] = ()
+    for m in models:
+        if m.engine == "vllm":
+            from prefgen.engines.vllm import placement_bundles
+
+            found = placement_bundles(m.tensor_parallel_size, m.pipeline_parallel_size, m.on_gpu())
+            bundles = tuple(found) if len(found) > len(bundles) else bundles
     return Step(
         pool.name,
         (*pool.stages, stage),
         tuple(engines),
         num_cpus=max([m.num_cpus for m in models] + [h.num_cpus for h in holds], default=0.0),
-        num_gpus=max([m.num_gpus for m in models] + [h.num_gpus for h in holds], default=0.0),
+        num_gpus=max(
+            [m.gpus_per_actor() for m in models] + [h.num_gpus for h in holds], default=0.0
+        ),
         concurrency=max(
             [m.concurrency for m in models] + [h.concurrency for h in holds], default=1
         ),
         max_concurrency=max([m.max_concurrency or 0 for m in models], default=0) or None,
         batch_size=max(batch) if batch else None,
         pool=True,
+        placement=bundles,
+        accelerator_type=next((m.accelerator_type for m in models if m.accelerator_type), None),
     )
 
 
@@ -227,7 +242,24 @@ def apply(ds, step: Step, ex: ExecutionConfig, progress: Any = None):
         if most == n
         else ray.data.ActorPoolStrategy(min_size=n, max_size=most)
     )
+    # Ray 2.60 has no named parameter for actor restarts and warns that ray_remote_args_fn goes
+    # in Ray 2.64 (pyproject pins below it); without it a pool would restart a crashing actor
+    # forever, where execution.max_restarts bounds it.
     restarts = {"max_restarts": ex.max_restarts, "max_task_retries": ex.max_task_retries}
+    extra = {"accelerator_type": step.accelerator_type} if step.accelerator_type else {}
+    warnings.filterwarnings("ignore", message="`ray_remote_args_fn` is deprecated")
+    if step.placement:  # vLLM starts its tensor-parallel workers in the actor's own group
+        return ds.map_batches(
+            StepWorker,
+            fn_constructor_kwargs={"step": step, "retries": ex.batch_retries, "progress": progress},
+            batch_format="pyarrow",
+            batch_size=step.batch_size,
+            compute=compute,
+            num_cpus=1,  # the actor's own share of the first bundle; the GPUs are the group's
+            num_gpus=0,
+            ray_remote_args_fn=partial(placement_args, step.placement, restarts),
+            **extra,
+        )
     return ds.map_batches(
         StepWorker,
         fn_constructor_kwargs={"step": step, "retries": ex.batch_retries, "progress": progress},
@@ -237,7 +269,22 @@ def apply(ds, step: Step, ex: ExecutionConfig, progress: Any = None):
         num_cpus=step.num_cpus,
         num_gpus=step.num_gpus or None,
         ray_remote_args_fn=lambda: dict(restarts),
+        **extra,
     )
+
+
+def placement_args(bundles: tuple[dict, ...], restarts: dict) -> dict:
+    """Remote args of one pool actor that hosts a multi-GPU vLLM engine: a placement group of
+    its own (one bundle per vLLM worker, the first also holding the actor), children captured,
+    so vLLM's Ray executor places its workers in it (as `ray.data.llm` does)."""
+    from ray.util.placement_group import placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    group = placement_group(list(bundles), strategy="PACK")
+    strategy = PlacementGroupSchedulingStrategy(
+        group, placement_group_capture_child_tasks=True, placement_group_bundle_index=0
+    )
+    return {**restarts, "scheduling_strategy": strategy}
 
 
 def _task(batch, step: Step):
