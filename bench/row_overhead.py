@@ -31,7 +31,9 @@ _JSON_COLUMNS = ("messages", "responses", "pairs", "dropped", "judge_records", "
 def realistic_rows(n: int) -> list[dict]:
     prompts = [
         (json.loads(line).get("prompt") or json.loads(line)["messages"][-1]["content"])
-        for line in (ROOT / "pipelines" / "data" / "quickstart_prompts.jsonl").read_text().splitlines()
+        for line in (ROOT / "pipelines" / "data" / "quickstart_prompts.jsonl")
+        .read_text()
+        .splitlines()
         if line.strip()
     ]
     rows = []

@@ -17,6 +17,7 @@ skipped; a changed config (its hash) or input refuses to mix with the old output
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from prefgen.data.manifest import (
 )
 from prefgen.data.rows import row_key, to_table
 from prefgen.data.schema import ROW_SCHEMA
-from prefgen.run import pools, shards
+from prefgen.run import pools, progress, shards
 from prefgen.run.registry import build_stages, model_uses
 
 
@@ -88,6 +89,8 @@ def run(cfg: PipelineConfig) -> RunResult:
     plan = plan_shards(cfg, in_fs, paths, fs, root, identity)
 
     init_ray(cfg)
+    if progress.piped():
+        progress.quiet_ray_data()
     if not (cfg.ray.address or os.environ.get("RAY_ADDRESS")):
         preflight.check_cluster(cfg)  # an autoscaling cluster may grow: only check a local Ray
     ledgers = open_ledgers(cfg)  # held for the whole run
@@ -242,11 +245,11 @@ def run_phase(cfg, fs, root: str, plan: dict, source: str, phase: str, steps) ->
     # and a small run still spreads over its pools; the collector reassembles shards. One tiny
     # task per slice (not read_parquet: its file listing asks for a whole CPU, which the model
     # pools may all hold, and the run would wait forever).
-    step = cfg.execution.block_rows
+    block = cfg.execution.block_rows
     slices = [
-        {"path": shards.phase_file(root, source, s), "start": a, "stop": min(a + step, n)}
+        {"path": shards.phase_file(root, source, s), "start": a, "stop": min(a + block, n)}
         for s, n in sorted(expected.items())
-        for a in range(0, n, step)
+        for a in range(0, n, block)
     ]
     ds = ray.data.from_items(slices, override_num_blocks=len(slices))
     ds = ds.map_batches(
@@ -259,8 +262,9 @@ def run_phase(cfg, fs, root: str, plan: dict, source: str, phase: str, steps) ->
         batch_format="pyarrow",
         num_cpus=LIGHT_TASK_CPUS,
     )
-    for step_ in steps:
-        ds = pools.apply(ds, step_, cfg.execution)
+    counter = progress.counter() if progress.piped() else None
+    for step in steps:
+        ds = pools.apply(ds, step, cfg.execution, counter)
 
     if phase == shards.FINAL_PHASE:
         from prefgen.run.sink import commit_final_shard
@@ -279,9 +283,16 @@ def run_phase(cfg, fs, root: str, plan: dict, source: str, phase: str, steps) ->
         max_error_rate=cfg.execution.max_error_rate,
         min_rows_for_error_rate=cfg.execution.min_rows_for_error_rate,
     )
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        collector.add(batch)
-    collector.finish()
+    names = [stage.name for step in steps for stage in step.stages]
+    watch = (
+        progress.Reporter(phase, names, sum(expected.values()), counter)
+        if counter is not None
+        else contextlib.nullcontext()
+    )
+    with watch:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            collector.add(batch)
+        collector.finish()
     missing = collector.incomplete()
     if missing:
         raise RuntimeError(
