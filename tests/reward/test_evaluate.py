@@ -50,6 +50,7 @@ def _independent_accuracy(model_url, records):
     return pairwise_metrics(chosen, rejected)["accuracy"]
 
 
+@pytest.mark.e2e
 def test_report_on_crafted_set_with_a_flipped_domain(trained, tmp_path):
     result, cfg = trained
     held_out = _held_out_records(cfg)[:12]
@@ -89,6 +90,7 @@ def test_report_on_crafted_set_with_a_flipped_domain(trained, tmp_path):
     assert png.startswith(PNG_MAGIC) and len(png) > 10_000
 
 
+@pytest.mark.e2e
 def test_third_party_text_conversations_to_s3(trained, tmp_path, s3_server):
     """HH-RLHF style: chosen/rejected are whole conversations as text; report written to S3."""
     import boto3
@@ -120,6 +122,7 @@ def test_third_party_text_conversations_to_s3(trained, tmp_path, s3_server):
     assert s3.cat_file("rm-eval/report/eval.png").startswith(PNG_MAGIC)
 
 
+@pytest.mark.e2e
 def test_cli_eval_rm_and_train_rm_on_a_finished_output(trained, tmp_path, capsys):
     from prefgen.cli import main
 

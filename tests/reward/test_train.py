@@ -118,6 +118,7 @@ def test_config_defaults_and_errors_name_the_key(tmp_path):
 # --- real training through Ray Train's TorchTrainer ---
 
 
+@pytest.mark.e2e
 def test_training_learns_the_signal(trained):
     result, cfg = trained
     history = result["history"]
@@ -131,6 +132,7 @@ def test_training_learns_the_signal(trained):
     assert history[-1]["train_loss"] < history[1]["train_loss"]
 
 
+@pytest.mark.e2e
 def test_saved_model_is_self_describing_and_ranks_held_out_pairs(trained):
     from prefgen.reward.data import load_pairs, split_pairs
     from prefgen.reward.evaluate import pairwise_metrics, score_pairs
@@ -157,6 +159,7 @@ def test_saved_model_is_self_describing_and_ranks_held_out_pairs(trained):
     assert len(changed) > len(list(base.backbone.parameters())) // 2
 
 
+@pytest.mark.e2e
 def test_resume_after_step_limit_on_s3_with_margin_center_and_aspects(
     ray_session, s3_server, tmp_path
 ):
