@@ -22,7 +22,6 @@ from prefgen.engines.vllm import (
     postprocess_row,
     preprocess_row,
     request_result,
-    sampling_params,
     vllm_logprob_steps,
     vllm_processor_kwargs,
 )
@@ -160,7 +159,14 @@ def test_pre_and_post_processing_keep_one_row_per_prompt():
     }
     request = preprocess_row(row, model, seed=0, sample=0)
     assert request["messages"][0] == {"role": "system", "content": "Be brief."}
-    assert request["sampling_params"] == sampling_params(model, request["sampling_params"]["seed"])
+    # _model's sampling settings; top_k=0 means off, so it is not sent
+    seed = request["sampling_params"]["seed"]
+    assert request["sampling_params"] == {
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "max_tokens": 64,
+        "seed": seed,
+    }
     assert (
         request["sampling_params"]["seed"]
         != preprocess_row(row, model, seed=0, sample=1)["sampling_params"]["seed"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from prefgen.config import LLMJudgeConfig, ModelConfig
@@ -99,7 +101,9 @@ def test_stage_dispatches_on_kind_and_skips_the_judges_own_model():
     out = decode_batch(stage(encode_batch(_rows())))
     right, wrong, empty = out[0]["responses"]
     assert right["judge_status"]["dr"] == "skipped_self" and "dr" not in right["scores"]
-    assert wrong["judge_status"]["dr"] == "ok" and isinstance(wrong["scores"]["dr"], float)
+    assert wrong["judge_status"]["dr"] == "ok"
+    logged = json.loads(wrong["rationales"]["dr"])  # the CDR path ran: strong minus weak
+    assert wrong["scores"]["dr"] == pytest.approx(logged["strong_logprob"] - logged["weak_logprob"])
     assert empty["scores"] == {} and out[1]["status"] == "rejected"
 
 
