@@ -125,6 +125,9 @@ def test_training_learns_the_signal(trained):
     print(f"training took {result['wall_seconds']:.1f}s; history {history}")
     assert result["complete"] and result["steps"] == result["total_steps"] > 0
     assert result["n_train"] > 100 and result["n_eval"] >= 20
+    # 200 topic pairs; one epoch of batches of 16 on one worker (the last batch may be short)
+    assert result["n_train"] + result["n_eval"] == 200
+    assert result["total_steps"] == math.ceil(result["n_train"] / 16)
     assert result["eval_accuracy"] >= 0.9
     # Loss fell: held-out loss from the untrained baseline (step 0) to the end, and training loss.
     assert history[0]["step"] == 0 and history[-1]["step"] == result["steps"]

@@ -65,10 +65,12 @@ def test_coig_p(ray_session, tmp_path):
     # the prompt-quality filter (COIG-P: below 5 of 10 is dropped) ran on every prompt
     for r in got["responses"]:
         assert json.loads(r["prompt_meta"])["prompt_quality"] >= 5.0
-    for r in got["rejects"]:
-        if r["reason"].startswith("low_quality"):
-            score = float(r["reason"].split(":")[1].split("<")[0])
-            assert score < 5.0
+    low = [r for r in got["rejects"] if r["reason"].startswith("low_quality")]
+    for r in low:
+        score = float(r["reason"].split(":")[1].split("<")[0])
+        assert score < 5.0
+    # limit=4: each prompt was judged, then generated for or turned away as low quality
+    assert len({r["prompt_id"] for r in got["responses"]}) + len(low) == 4
     counts = got["manifest"]["counts"]
     assert counts["pairs"] == len(got["pairs"])
     # the margin rule was exercised: either pairs passed it or prompts were turned away by it
