@@ -1,5 +1,8 @@
-# The two README commands. Each sets up .venv first (idempotent), so a fresh clone needs nothing else.
-.PHONY: setup quickstart test lint bench
+# The two README commands (quickstart, test). Each sets up .venv first (idempotent), so a fresh
+# clone needs nothing else. `make test` runs everything (what CI runs); `make test-fast` is the
+# inner loop: the tests not marked e2e (no pipeline runs, Ray Train or Serve deployments), and
+# no browser (the report screenshot test skips where chromium is missing).
+.PHONY: setup quickstart test test-fast lint bench
 
 setup:
 	scripts/setup.sh
@@ -10,6 +13,9 @@ quickstart: setup
 test:
 	PREFGEN_SETUP_BROWSER=1 scripts/setup.sh
 	.venv/bin/python -m pytest -q
+
+test-fast: setup
+	PREFGEN_ALLOW_NO_BROWSER=1 .venv/bin/python -m pytest -q -m "not e2e"
 
 lint:
 	.venv/bin/ruff check src tests bench && .venv/bin/ruff format --check src tests bench

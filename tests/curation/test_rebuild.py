@@ -3,6 +3,7 @@ the manifest's `rebuilds` entry and the CLI."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -14,12 +15,11 @@ from prefgen.curation.rebuild import (
     entry_manifest,
     rebuild_pairs,
     resolve_options,
-    responses_to_rows,
     vote_exclusions,
 )
 from prefgen.data.manifest import read_manifest, read_rows
 from prefgen.data.schema import score_dict
-from prefgen.pairing.strategies import build_pairs, length_ratio
+from prefgen.pairing.strategies import length_ratio
 
 
 @pytest.fixture()
@@ -35,26 +35,38 @@ def _decoded(rows):
     return rows
 
 
-def _expected(run, strategy, **kwargs):
+def _all_pairs_by_hand(responses, min_margin):
+    """all_pairs by its definition: every two responses of a prompt whose overall scores differ
+    by more than the margin, the higher one chosen (independent of prefgen.pairing)."""
+    by_prompt = {}
+    for r in responses:
+        by_prompt.setdefault(r["prompt_id"], []).append(r)
     pairs = []
-    for row in responses_to_rows(run["responses"]):
-        pairs += build_pairs(row, strategy, judge=JUDGE, **kwargs)[0]
-    return pairs
+    for pid, group in by_prompt.items():
+        for a, b in itertools.combinations(group, 2):
+            hi, lo = (a, b) if a["overall"] > b["overall"] else (b, a)
+            if hi["overall"] - lo["overall"] > min_margin:
+                pairs.append((pid, hi["text"], lo["text"], hi["overall"], lo["overall"]))
+    return sorted(pairs)
 
 
-def _comparable(pairs):
-    keep = ("id", "chosen", "rejected", "chosen_score", "rejected_score", "strength", "strategy")
-    return sorted(({k: p[k] for k in keep} for p in pairs), key=lambda p: p["id"])
+def _as_tuples(pairs):
+    return sorted(
+        (p["prompt_id"], p["chosen"][0]["content"], p["rejected"][0]["content"],
+         p["chosen_score"], p["rejected_score"])
+        for p in pairs
+    )  # fmt: skip
 
 
-def test_rebuild_matches_build_pairs_and_records_the_manifest_entry(run):
+def test_rebuild_matches_the_strategy_and_records_the_manifest_entry(run):
     url = run["url"]
     before = read_manifest(url)
     entry = rebuild_pairs(url, {"strategy": "all_pairs", "min_margin": 0.5})
     rebuilt = _decoded(read_rows(url, entry_manifest(entry), "pairs"))
-    expected = _expected(run, "all_pairs", min_margin=0.5)
+    expected = _all_pairs_by_hand(run["responses"], 0.5)
     assert len(rebuilt) == len(expected) == entry["counts"]["pairs"] > len(run["pairs"])
-    assert _comparable(rebuilt) == _comparable(expected)
+    assert _as_tuples(rebuilt) == expected
+    assert all(p["strategy"] == "all_pairs" for p in rebuilt)
     assert all(p["judge"] == JUDGE and p["label_source"] == "judge" for p in rebuilt)
     # Unset knobs come from the run's own pairing config.
     assert entry["options"]["seed"] == 0 and entry["options"]["min_chosen_score"] is None
@@ -74,7 +86,7 @@ def test_strategy_and_knobs_change_the_result(run):
     every = rebuild_pairs(url, {"strategy": "all_pairs"})
     short = rebuild_pairs(url, {"strategy": "all_pairs", "max_length_ratio": 2.0})
     counts = [e["counts"]["pairs"] for e in (worst, every, short)]
-    assert counts[0] < counts[1] and counts[2] < counts[1]
+    assert counts[0] < counts[1] and 0 < counts[2] < counts[1]
     assert len({worst["id"], every["id"], short["id"]}) == 3
     ids = lambda e: {p["id"] for p in read_rows(url, entry_manifest(e), "pairs")}  # noqa: E731
     assert ids(worst) < ids(every) and ids(short) < ids(every)

@@ -8,6 +8,7 @@ import os
 import time
 
 import pytest
+import requests
 from conftest import free_port
 from engines.openai_server import OpenAICompatibleServer
 
@@ -91,15 +92,30 @@ def test_prefilled_judge_matches_the_transformers_engine(api, engine):
 
 def test_judge_without_prefill_asks_for_the_final_line(api, server):
     rubric = get_rubric("ultrafeedback")
-    (probs,) = api().label_probabilities(
-        [_judge_conversation()], score_prefix(rubric), score_labels(rubric)
-    )
+    labels = score_labels(rubric)
+    (probs,) = api().label_probabilities([_judge_conversation()], score_prefix(rubric), labels)
     (body,) = server.bodies
     assert body["logprobs"] is True and body["top_logprobs"] == 20
     assert body["messages"][-1]["content"].endswith("Write nothing else.")
     assert "continue_final_message" not in body
-    assert list(probs) == score_labels(rubric)
-    assert sum(probs.values()) == pytest.approx(1.0) or sum(probs.values()) == 0.0
+    assert list(probs) == labels
+    # The reply is greedy, so asking again gives the same tokens. By the contract, a score is
+    # read after the prefix or at the first token that is a label; with neither there is no
+    # mass to read and none is guessed.
+    reply = requests.post(
+        server.base_url + "/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=120,
+    ).json()
+    tokens = [t["token"] for t in reply["choices"][0]["logprobs"]["content"]]
+    wrote_a_score = score_prefix(rubric) in "".join(tokens) or any(
+        t.strip() in labels for t in tokens
+    )
+    if wrote_a_score:
+        assert sum(probs.values()) == pytest.approx(1.0), (tokens, probs)
+    else:
+        assert set(probs.values()) == {0.0}, (tokens, probs)
 
 
 def test_429_with_retry_after_and_503_are_retried(api, server):

@@ -191,6 +191,7 @@ def test_every_good_row_is_accounted_for(bad_run):
     assert set(got) == set(ids.values())
     assert all(sorted(v) == sorted(models) for v in got.values()), got
     margin = bad_run.manifest["config"]["pairing"]["min_margin"]
+    assert bad_run.pairs, "no pair at all: the loop below would check nothing"
     for p in bad_run.pairs:
         assert p["chosen_score"] - p["rejected_score"] >= margin
         assert p["judge"] == "math"

@@ -399,6 +399,7 @@ def _cfg(ingest_cfg: IngestConfig) -> PipelineConfig:
     )
 
 
+@pytest.mark.e2e  # the LLM in a Ray actor pool, as the pipeline builds the stage
 def test_quality_filter_stage_scores_and_rejects_below_threshold(ray_session):
     rows = _prompt_rows(
         [("What is the capital of France?", "chat"), ("asdf qwer zxcv ;;", "general"), ("", "")]

@@ -102,7 +102,10 @@ def test_stage_dispatches_on_kind_and_skips_the_judges_own_model(engine):
     out = stage(_rows())
     right, wrong, empty = out[0]["responses"]
     assert right["judge_status"]["dr"] == "skipped_self" and "dr" not in right["scores"]
-    assert wrong["judge_status"]["dr"] == "ok" and isinstance(wrong["scores"]["dr"], float)
+    assert wrong["judge_status"]["dr"] == "ok"
+    logged = dict(part.split("=") for part in wrong["rationales"]["dr"].split())  # the CDR path
+    strong, weak = float(logged["strong_logprob"]), float(logged["weak_logprob"])
+    assert wrong["scores"]["dr"] == pytest.approx(strong - weak, abs=1e-5)
     assert empty["scores"] == {} and out[1]["status"] == "rejected"
 
 

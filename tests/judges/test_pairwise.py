@@ -97,7 +97,8 @@ def test_stage_judges_every_pair_in_both_orders(engine):
     for c in comparisons:
         for order in ("ab", "ba"):  # both orders asked, each with its own verdict
             assert c[order]["verdict"] in ("A", "B") and 0.0 <= c[order]["p_a"] <= 1.0
-        assert isinstance(c["consistent"], bool)
+        # consistent: the same response wins in both orders (it is A in "ab" and B in "ba")
+        assert c["consistent"] is (c["ab"]["verdict"] != c["ba"]["verdict"])
         assert c["p_a_wins"] == pytest.approx((c["ab"]["p_a"] + 1 - c["ba"]["p_a"]) / 2)
     assert record["consistent_share"] == pytest.approx(
         sum(c["consistent"] for c in comparisons) / 3

@@ -162,6 +162,7 @@ def test_margin_is_strict():
 def test_ties_never_pair_even_with_negative_margin(strategy):
     row = make_row([7.0, 7.0, 3.0])
     pairs, _ = pairs_of(row, strategy, min_margin=-5.0, max_pairs_per_prompt=10)
+    assert pairs, "7 over 3 is a strict preference: every strategy pairs it"
     assert all(p["margin"] > 0 for p in pairs)
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from reward.topic_pairs import topic_pair_rows, write_pairs
@@ -106,7 +109,23 @@ def test_split_is_by_prompt_and_deterministic():
     assert side["twin"] == side[records[0]["id"]]
     assert split_pairs(records, 0.25) == split_pairs(records, 0.25)
     assert split_pairs(records, 0.0)[1] == []
-    assert is_held_out("same prompt", 0.5) == is_held_out("same prompt", 0.5)
+    # "On every machine": another interpreter, with another string-hash seed, splits alike.
+    groups = [r["group"] for r in records]
+    here = [is_held_out(g, 0.25) for g in groups]
+    code = (
+        "import json, sys; from prefgen.reward.data import is_held_out; "
+        "print(json.dumps([is_held_out(g, 0.25) for g in json.load(sys.stdin)]))"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps(groups),
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert other.returncode == 0, other.stderr
+    assert json.loads(other.stdout) == here and any(here) and not all(here)
 
 
 def test_reads_parquet_jsonl_json_glob_and_dir(tmp_path):

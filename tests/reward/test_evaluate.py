@@ -42,14 +42,18 @@ def _held_out_records(cfg):
 
 
 def _independent_accuracy(model_url, records):
-    from prefgen.reward.evaluate import score_pairs
-    from prefgen.reward.model import load_reward_model
+    """The model's own rewards, side by side; accuracy counted here (a tie is half right)."""
+    from prefgen.reward.model import load_reward_model, score
 
     model, tokenizer = load_reward_model(model_url)
-    chosen, rejected = score_pairs(model, tokenizer, records)
-    return pairwise_metrics(chosen, rejected)["accuracy"]
+    prompts = [r["prompt"] for r in records]
+    chosen, _ = score(model.eval(), tokenizer, prompts, [r["chosen"] for r in records])
+    rejected, _ = score(model, tokenizer, prompts, [r["rejected"] for r in records])
+    right = sum(1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected))
+    return right / len(records)
 
 
+@pytest.mark.e2e
 def test_report_on_crafted_set_with_a_flipped_domain(trained, tmp_path):
     result, cfg = trained
     held_out = _held_out_records(cfg)[:12]
@@ -89,6 +93,7 @@ def test_report_on_crafted_set_with_a_flipped_domain(trained, tmp_path):
     assert png.startswith(PNG_MAGIC) and len(png) > 10_000
 
 
+@pytest.mark.e2e
 def test_third_party_text_conversations_to_s3(trained, tmp_path, s3_server):
     """HH-RLHF style: chosen/rejected are whole conversations as text; report written to S3."""
     import boto3
@@ -114,12 +119,20 @@ def test_third_party_text_conversations_to_s3(trained, tmp_path, s3_server):
     records, _ = normalize_rows(rows)
     assert all(r["prompt"] == "" for r in records)
     assert report["accuracy"] == pytest.approx(_independent_accuracy(result["model"], records))
-    assert report["per_domain"] == {"(none)": pytest.approx(report["per_domain"]["(none)"])}
+    # no domain anywhere: one "(none)" group holding every pair, so it is the whole report
+    assert report["per_domain"] == {
+        "(none)": {
+            "n": 10,
+            "accuracy": pytest.approx(report["accuracy"]),
+            "mean_margin": pytest.approx(report["mean_margin"]),
+        }
+    }
     s3 = fsspec.filesystem("s3", client_kwargs={"endpoint_url": s3_server})
     assert json.loads(s3.cat_file("rm-eval/report/eval.json"))["n_pairs"] == 10
     assert s3.cat_file("rm-eval/report/eval.png").startswith(PNG_MAGIC)
 
 
+@pytest.mark.e2e
 def test_cli_eval_rm_and_train_rm_on_a_finished_output(trained, tmp_path, capsys):
     from prefgen.cli import main
 

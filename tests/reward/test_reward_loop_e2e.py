@@ -3,9 +3,12 @@ a pipeline whose filter stage calls the served endpoint and drops the pairs it c
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 import requests
-from conftest import QUICKSTART, free_port, tiny_overrides
+from conftest import PROMPTS, QUICKSTART, free_port, tiny_overrides
 from reward.topic_pairs import topic_pair_rows, write_pairs
 
 from prefgen.data.manifest import read_manifest, read_rows
@@ -19,6 +22,10 @@ LIMIT = 6
 SMALL = [f"generate.models.{i}.num_cpus=0.25" for i in range(3)] + [
     "judge.llm.0.model.num_cpus=0.25"
 ]
+
+
+def _input_ids(limit: int) -> list[str]:
+    return [json.loads(line)["id"] for line in PROMPTS.read_text().splitlines()[:limit]]
 
 
 @pytest.fixture(scope="module")
@@ -81,14 +88,16 @@ def test_trained_model_serves_every_endpoint(endpoint):
     reward = requests.post(base + "/get_reward", json={"query": [good]}, timeout=60).json()
     assert len(reward["rewards"]) == 1
     assert requests.get(base + "/readyz", timeout=30).status_code == 200
-    assert endpoint["summary"]  # training produced a summary
+    # training ran to its end: 200 topic pairs, one epoch of batches of 16 on one worker
+    summary = endpoint["summary"]
+    assert summary["n_train"] + summary["n_eval"] == 200 and summary["n_eval"] > 0
+    assert summary["complete"] and summary["steps"] == summary["total_steps"]
+    assert summary["total_steps"] == math.ceil(summary["n_train"] / 16)
 
 
 def test_pipeline_filter_drops_exactly_the_pairs_the_served_model_calls_inverted(
     endpoint, tmp_path
 ):
-    import json
-
     base, out = endpoint["url"], tmp_path / "filtered"
     overrides = [
         *tiny_overrides(out, LIMIT, 16),
@@ -102,6 +111,16 @@ def test_pipeline_filter_drops_exactly_the_pairs_the_served_model_calls_inverted
     kept = read_rows(str(out), manifest, "pairs")
     dropped = [r for r in read_rows(str(out), manifest, "rejects") if r["stage"] == "filter"]
     assert kept or dropped, "the run must have produced pairs for the filter to judge"
+    # Nothing lost, nothing invented: each of the LIMIT prompts has its pair kept or a no-pair
+    # reject, and a prompt whose one best-vs-worst pair was dropped says so.
+    rejects = read_rows(str(out), manifest, "rejects")
+    no_pair = {r["id"]: r["reason"] for r in rejects if r["stage"] == "pair"}
+    kept_prompts = {p["prompt_id"] for p in kept}
+    assert len(kept) == len(kept_prompts) and not kept_prompts & set(no_pair)
+    assert kept_prompts | set(no_pair) == set(_input_ids(LIMIT))
+    assert {json.loads(r["raw"])["prompt_id"] for r in dropped} == {
+        pid for pid, why in no_pair.items() if why == "no_pair: all_pairs_filtered_by_reward_model"
+    }
     # each decision agrees with the served model's own margin for that pair
     judged = [(p, True) for p in kept] + [(json.loads(r["raw"]), False) for r in dropped]
     for pair, was_kept in judged:

@@ -118,12 +118,16 @@ def test_config_defaults_and_errors_name_the_key(tmp_path):
 # --- real training through Ray Train's TorchTrainer ---
 
 
+@pytest.mark.e2e
 def test_training_learns_the_signal(trained):
     result, cfg = trained
     history = result["history"]
     print(f"training took {result['wall_seconds']:.1f}s; history {history}")
     assert result["complete"] and result["steps"] == result["total_steps"] > 0
     assert result["n_train"] > 100 and result["n_eval"] >= 20
+    # 200 topic pairs; one epoch of batches of 16 on one worker (the last batch may be short)
+    assert result["n_train"] + result["n_eval"] == 200
+    assert result["total_steps"] == math.ceil(result["n_train"] / 16)
     assert result["eval_accuracy"] >= 0.9
     # Loss fell: held-out loss from the untrained baseline (step 0) to the end, and training loss.
     assert history[0]["step"] == 0 and history[-1]["step"] == result["steps"]
@@ -131,6 +135,7 @@ def test_training_learns_the_signal(trained):
     assert history[-1]["train_loss"] < history[1]["train_loss"]
 
 
+@pytest.mark.e2e
 def test_saved_model_is_self_describing_and_ranks_held_out_pairs(trained):
     from prefgen.reward.data import load_pairs, split_pairs
     from prefgen.reward.evaluate import pairwise_metrics, score_pairs
@@ -157,6 +162,7 @@ def test_saved_model_is_self_describing_and_ranks_held_out_pairs(trained):
     assert len(changed) > len(list(base.backbone.parameters())) // 2
 
 
+@pytest.mark.e2e
 def test_resume_after_step_limit_on_s3_with_margin_center_and_aspects(
     ray_session, s3_server, tmp_path
 ):

@@ -36,8 +36,23 @@ def _scores(response: dict) -> dict[str, float]:
     return dict(response["scores"])
 
 
+def _assert_paired_iff_margin(got: dict, margin: float) -> None:
+    """A prompt has a pair iff two of its scorable responses' overall scores differ by more
+    than `margin` (true of each preset's strategy): checked per prompt, so that a run with few
+    or no pairs still shows why, and the loops over pairs below are not all there is."""
+    overall: dict[str, list[float]] = {r["prompt_id"]: [] for r in got["responses"]}
+    for r in got["responses"]:
+        if r["overall"] is not None and r["text"].strip():
+            overall[r["prompt_id"]].append(r["overall"])
+    paired = {p["prompt_id"] for p in got["pairs"]}
+    for pid, scores in overall.items():
+        wide = len(scores) >= 2 and max(scores) - min(scores) > margin
+        assert wide == (pid in paired), (pid, scores, margin)
+
+
 def test_coig_p(ray_session, tmp_path):
     got = _run("coig-p", tmp_path, "limit=4", "generate.max_tokens=24")
+    _assert_paired_iff_margin(got, 2.0)
     for r in got["responses"]:
         s = _scores(r)
         assert {"cp_point", "cp_list", "coig_p"} <= set(s), s
@@ -50,10 +65,12 @@ def test_coig_p(ray_session, tmp_path):
     # the prompt-quality filter (COIG-P: below 5 of 10 is dropped) ran on every prompt
     for r in got["responses"]:
         assert json.loads(r["prompt_meta"])["prompt_quality"] >= 5.0
-    for r in got["rejects"]:
-        if r["reason"].startswith("low_quality"):
-            score = float(r["reason"].split(":")[1].split("<")[0])
-            assert score < 5.0
+    low = [r for r in got["rejects"] if r["reason"].startswith("low_quality")]
+    for r in low:
+        score = float(r["reason"].split(":")[1].split("<")[0])
+        assert score < 5.0
+    # limit=4: each prompt was judged, then generated for or turned away as low quality
+    assert len({r["prompt_id"] for r in got["responses"]}) + len(low) == 4
     counts = got["manifest"]["counts"]
     assert counts["pairs"] == len(got["pairs"])
     # the margin rule was exercised: either pairs passed it or prompts were turned away by it
@@ -68,6 +85,7 @@ def test_ultrafeedback(ray_session, tmp_path):
         "input.sources.1.quota=1",
         "generate.max_tokens=16",
     )
+    _assert_paired_iff_margin(got, 0.0)
     sources = Counter(json.loads(r["prompt_meta"])["source_name"] for r in got["responses"])
     assert sources == {"general": 2 * 2, "code": 1 * 2}  # 2 of the 3 models per prompt
     over = [r for r in got["rejects"] if r["reason"].startswith("over_quota")]
@@ -90,6 +108,7 @@ def test_ultrafeedback(ray_session, tmp_path):
 
 def test_helpsteer(ray_session, tmp_path):
     got = _run("helpsteer", tmp_path, "limit=3", "generate.max_tokens=16")
+    _assert_paired_iff_margin(got, 0.1)
     attributes = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
     for r in got["responses"]:
         s = _scores(r)
@@ -102,6 +121,7 @@ def test_helpsteer(ray_session, tmp_path):
 
 def test_code_plum(ray_session, tmp_path):
     got = _run("code-plum", tmp_path, "limit=3", "generate.max_tokens=64")
+    _assert_paired_iff_margin(got, 0.0)
     for r in got["responses"]:
         assert dict(r["judge_status"])["tests"] == "ok", r["judge_status"]
         assert 0.0 <= _scores(r)["tests"] <= 1.0
@@ -114,6 +134,7 @@ def test_code_plum(ray_session, tmp_path):
 
 def test_cdr(ray_session, tmp_path):
     got = _run("cdr", tmp_path, "limit=3", "generate.max_tokens=16")
+    _assert_paired_iff_margin(got, 0.0)
     for r in got["responses"]:
         assert dict(r["judge_status"])["cdr"] == "ok"
         assert r["overall"] is not None

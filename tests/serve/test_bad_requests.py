@@ -63,6 +63,7 @@ def test_corpus_is_well_formed():
         assert 400 <= case["expect"]["status"] < 500 and case["expect"]["detail"], case["name"]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_bad_request_gets_its_4xx_and_a_message(server, case):
     base = server + ("/strict" if case.get("app") == "strict" else "")

@@ -37,6 +37,7 @@ CHECKS = [
     response_schema_conformance,
 ]
 MODES = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
+pytestmark = pytest.mark.e2e  # every test fuzzes the live Serve app
 
 
 @pytest.fixture(scope="module")

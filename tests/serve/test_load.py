@@ -18,6 +18,7 @@ import importlib.util
 import os
 import sys
 
+import pytest
 from conftest import ROOT
 
 from serve.endpoint import AUTH, RETRY_AFTER_S, TOKEN, assert_still_serving
@@ -25,6 +26,8 @@ from serve.endpoint import AUTH, RETRY_AFTER_S, TOKEN, assert_still_serving
 _spec = importlib.util.spec_from_file_location("serve_load", ROOT / "bench" / "serve_load.py")
 serve_load = sys.modules.setdefault("serve_load", importlib.util.module_from_spec(_spec))
 _spec.loader.exec_module(serve_load)  # registered first: its dataclasses look themselves up
+
+pytestmark = pytest.mark.e2e  # every test drives the live Serve apps
 
 REQUESTS = int(os.environ.get("PREFGEN_LOAD_REQUESTS", "2000"))
 

@@ -54,6 +54,7 @@ def local_rm(rm_dir):
 # -- endpoints -------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_health_readiness_and_docs(server):
     assert requests.get(server + "/healthz", timeout=10).json() == {"status": "ok"}
     ready = requests.get(server + "/readyz", timeout=10)
@@ -66,6 +67,7 @@ def test_health_readiness_and_docs(server):
     assert requests.get(server + "/docs", timeout=10).status_code == 200
 
 
+@pytest.mark.e2e
 def test_score_matches_the_model(server, local_rm):
     items = [
         {"prompt": PROMPT, "response": "Paris."},
@@ -81,6 +83,7 @@ def test_score_matches_the_model(server, local_rm):
     assert body["model"] == requests.get(server + "/readyz", timeout=10).json()["model"]
 
 
+@pytest.mark.e2e
 def test_compare_margin_is_the_score_difference(server):
     a, b = "Paris.", "I am not sure, maybe Lyon or Marseille."
     body = post(server, "/v1/compare", {"prompt": PROMPT, "a": a, "b": b}).json()
@@ -95,6 +98,7 @@ def test_compare_margin_is_the_score_difference(server):
     assert body["p_a_beats_b"] == pytest.approx(1 / (1 + math.exp(-body["margin"])))
 
 
+@pytest.mark.e2e
 def test_rank_orders_by_score(server, local_rm):
     responses = ["Paris.", "Berlin.", "It is Paris, on the Seine.", "No idea.", "paris"]
     body = post(server, "/v1/rank", {"prompt": MESSAGES, "responses": responses}).json()
@@ -104,6 +108,7 @@ def test_rank_orders_by_score(server, local_rm):
     assert ranked == sorted(ranked, reverse=True)
 
 
+@pytest.mark.e2e
 def test_filter_keeps_iff_margin_above_min(server):
     x, y = "Paris.", "The capital of France is definitely Berlin, everyone knows it."
     pairs = [
@@ -124,6 +129,7 @@ def test_filter_keeps_iff_margin_above_min(server):
     assert sorted(r["reason"] for r in high) == ["below_min_margin", "inverted"]
 
 
+@pytest.mark.e2e
 def test_get_reward_scores_whole_texts(server, local_rm):
     queries = [f"User: {PROMPT}\nAssistant: Paris.", "User: 2+2?\nAssistant: 5"]
     body = post(
@@ -135,6 +141,7 @@ def test_get_reward_scores_whole_texts(server, local_rm):
 # -- auth (the strict app) ------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_auth_required_on_scoring_routes_only(server):
     base = server + "/strict"
     path, body = GOOD
@@ -153,6 +160,7 @@ def test_auth_required_on_scoring_routes_only(server):
     assert post(server, path, body).status_code == 200
 
 
+@pytest.mark.e2e
 def test_logs_never_hold_the_token(server, ray_session):
     """Authorized, anonymous and near-miss requests; then no Ray log holds the token, except
     runtime_env_agent.log, where Ray itself writes the test's runtime_env env_vars in clear."""
