@@ -516,7 +516,11 @@ class FilterConfig:
 @dataclass
 class RayConfig:
     address: str | None = field(
-        default=None, metadata={"help": "Cluster address; None: RAY_ADDRESS or a local Ray."}
+        default=None,
+        metadata={
+            "help": "Cluster to join (ray://..., host:port, auto: the `ray start` one here); "
+            "None: $RAY_ADDRESS, else a fresh local Ray of the run's own."
+        },
     )
     num_cpus: int | None = field(default=None, metadata={"help": "Local Ray only."})
 

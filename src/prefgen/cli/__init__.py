@@ -113,6 +113,9 @@ def summary(manifest: dict, output_url: str) -> str:
         lines.append(
             f"  model {name:<14} {m.get('responses', 0):>4} responses  {m.get('tokens', 0):>6} tokens  {rate if rate is not None else '-'} tokens/s"
         )
+    ray_used = manifest.get("execution", {}).get("ray")
+    if ray_used:
+        lines.append(f"  ray             {ray_used}")
     lines.append(f"  output          {output_url}  (pairs/, responses/, rejects/, manifest.json)")
     return "\n".join(lines)
 
@@ -165,6 +168,7 @@ def _train_rm(config_path: str, overrides: list[str]) -> int:
         f"  steps           {result['steps']}/{result['total_steps']}"
         f" (resumed from {result['resumed_from_step']})\n"
         f"  held-out acc    {'-' if accuracy is None else f'{accuracy:.3f}'}\n"
+        f"  ray             {result.get('ray') or '- (nothing left to train)'}\n"
         f"  model           {result['model']}"
     )
     return 0

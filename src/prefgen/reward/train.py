@@ -35,7 +35,7 @@ import torch
 from omegaconf import MISSING, OmegaConf
 
 from prefgen.config import ConfigError, RayConfig, _apply_override, _merge, _missing_keys
-from prefgen.data import storage
+from prefgen.data import ray_cluster, storage
 from prefgen.reward.objective import (
     aspect_loss,
     aspect_stats,
@@ -428,12 +428,12 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
         storage.remove_tree(out_fs, run_dir)
 
     checkpoint, metrics = _finished_checkpoint(out_fs, run_dir, identity, target)
+    cluster = None
     if checkpoint is not None:
         log(f"[train-rm] {run_dir} already holds step {metrics['step']}: nothing to train")
         metrics["resumed_from_step"] = metrics["step"]
     else:
-        if not ray.is_initialized():
-            ray.init(address=cfg.ray.address, num_cpus=cfg.ray.num_cpus)
+        cluster = ray_cluster.connect(cfg.ray.address, cfg.ray.num_cpus)
         loop_config = {
             **{k: getattr(cfg, k) for k in _LOOP_KEYS},
             **identity,
@@ -482,7 +482,7 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
     with checkpoint.as_directory() as directory:
         _publish_model(Path(directory) / "model", training, out_fs, storage.join(out_root, "model"))
     log(f"[train-rm] model written to {model_url}")
-    return {**training, "model": model_url}
+    return {**training, "model": model_url, "ray": cluster.describe() if cluster else None}
 
 
 _LOOP_KEYS = (
