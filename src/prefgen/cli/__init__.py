@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from prefgen.run import jobs
 
     jobs.add_commands(sub)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, sub, argv)
     if args.command in ("submit", "jobs"):
         return jobs.command(args)
     # --- end jobs ---
@@ -70,6 +70,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "eval-rm":
         return _eval_rm(args.model, args.data, args.out)
     return 2
+
+
+def parse_args(parser: argparse.ArgumentParser, sub, argv: list[str] | None) -> argparse.Namespace:
+    """Parse with options and `key=value` overrides in any order.
+
+    argparse gives a `nargs="*"` positional only the words right after CONFIG, so
+    `submit CFG --address URL a=b` would leave `a=b` unrecognized; such leftovers are
+    overrides too, kept in command-line order (a later override of the same key wins).
+    """
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        takes = hasattr(args, "overrides")
+        bad = [t for t in extra if not (takes and _is_override(t))]
+        if bad:
+            sub.choices.get(args.command, parser).error(f"unrecognized arguments: {' '.join(bad)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def _is_override(token: str) -> bool:
+    return not token.startswith("-") and "=" in token
 
 
 def _run(config_path: str, overrides: list[str]) -> int:
