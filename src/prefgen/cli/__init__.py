@@ -94,8 +94,15 @@ def _is_override(token: str) -> bool:
 
 
 def _run(config_path: str, overrides: list[str]) -> int:
+    from prefgen.ingest.sources import path_replaces_sources
+
     try:
         cfg = load_config(config_path, overrides)
+        replaced = path_replaces_sources(cfg, overrides)
+        if replaced:  # `input.path=my.jsonl` on a preset with sources: read the user's file
+            extra, note = replaced
+            print(f"prefgen: {note}", file=sys.stderr)
+            cfg = load_config(config_path, [*overrides, *extra])
     except ConfigError as exc:
         print(f"prefgen: config error: {exc}", file=sys.stderr)
         return 2
