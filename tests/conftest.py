@@ -36,8 +36,12 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(
-            num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False
+        ray.init(  # "local": our own, never a `ray start` cluster recorded on this machine
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
         )
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False

@@ -1,7 +1,7 @@
 """The bad-config corpus (tests/fixtures/bad_configs/*.yaml): each file is the quickstart with one
 defect, and the step its header names must catch it with a message naming the key.
 
-Steps, in the order a run meets them: `load` (prefgen.config.load_config), `config`
+Steps, in the order a run meets them: `load` (prefgen.run.registry.load_pipeline), `config`
 (prefgen.run.preflight.check_config: files, endpoints, keys, model paths; no Ray), `resources`
 (prefgen.run.preflight.check_resources against the header's cluster). A defect must also pass
 every step before its own: it is caught where it is meant to be, not earlier by accident.

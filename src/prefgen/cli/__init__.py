@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from prefgen.run import jobs
 
     jobs.add_commands(sub)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, sub, argv)
     if args.command in ("submit", "jobs"):
         return jobs.command(args)
     # --- end jobs ---
@@ -73,9 +73,37 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def parse_args(parser: argparse.ArgumentParser, sub, argv: list[str] | None) -> argparse.Namespace:
+    """Parse with options and `key=value` overrides in any order.
+
+    argparse gives a `nargs="*"` positional only the words right after CONFIG, so
+    `submit CFG --address URL a=b` would leave `a=b` unrecognized; such leftovers are
+    overrides too, kept in command-line order (a later override of the same key wins).
+    """
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        takes = hasattr(args, "overrides")
+        bad = [t for t in extra if not (takes and _is_override(t))]
+        if bad:
+            sub.choices.get(args.command, parser).error(f"unrecognized arguments: {' '.join(bad)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def _is_override(token: str) -> bool:
+    return not token.startswith("-") and "=" in token
+
+
 def _run(config_path: str, overrides: list[str]) -> int:
+    from prefgen.ingest.sources import path_replaces_sources
+
     try:
         cfg = load_pipeline(config_path, overrides)
+        replaced = path_replaces_sources(cfg, overrides)
+        if replaced:  # `input.path=my.jsonl` on a preset with sources: read the user's file
+            extra, note = replaced
+            print(f"prefgen: {note}", file=sys.stderr)
+            cfg = load_pipeline(config_path, [*overrides, *extra])
     except ConfigError as exc:
         print(f"prefgen: config error: {exc}", file=sys.stderr)
         return 2
@@ -114,6 +142,9 @@ def summary(manifest: dict, output_url: str) -> str:
         lines.append(
             f"  model {name:<14} {m.get('responses', 0):>4} responses  {m.get('tokens', 0):>6} tokens  {rate if rate is not None else '-'} tokens/s"
         )
+    ray_used = manifest.get("execution", {}).get("ray")
+    if ray_used:
+        lines.append(f"  ray             {ray_used}")
     lines.append(f"  output          {output_url}  (pairs/, responses/, rejects/, manifest.json)")
     return "\n".join(lines)
 
@@ -166,6 +197,7 @@ def _train_rm(config_path: str, overrides: list[str]) -> int:
         f"  steps           {result['steps']}/{result['total_steps']}"
         f" (resumed from {result['resumed_from_step']})\n"
         f"  held-out acc    {'-' if accuracy is None else f'{accuracy:.3f}'}\n"
+        f"  ray             {result.get('ray') or '- (nothing left to train)'}\n"
         f"  model           {result['model']}"
     )
     return 0

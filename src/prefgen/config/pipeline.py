@@ -76,7 +76,9 @@ class FilterConfig(Section):
 
 class RayConfig(Section):
     address: str | None = Field(
-        default=None, description="Cluster address; None: RAY_ADDRESS or a local Ray of our own."
+        default=None,
+        description="Cluster to join (ray://..., host:port, auto: the `ray start` one here); "
+        "None: $RAY_ADDRESS, else a fresh local Ray of the run's own.",
     )
     num_cpus: int | None = Field(default=None, ge=1, le=100_000, description="Local Ray only.")
 

@@ -29,6 +29,7 @@ from prefgen.ingest.records import DEFAULT_DOMAIN, ingest
 
 __all__ = [
     "allocate",
+    "path_replaces_sources",
     "read_prompts",
     "sample_quotas",
     "source_files",
@@ -194,3 +195,59 @@ def sample_quotas(
                     f"over_quota: source {source.name!r} keeps {keep} of {available}"
                     + (where if stratify_by else ""),
                 )
+
+
+def path_replaces_sources(
+    cfg: PipelineConfig, overrides: list[str]
+) -> tuple[list[str], str] | None:
+    """When `input.path=...` on the command line meant "my prompts": the overrides that make
+    that path the run's only input, and a note saying what they drop; else None.
+
+    A preset's `input.sources` are paths under `input.path`, so `prefgen run PRESET
+    input.path=my.jsonl` would look for `my.jsonl/<source path>`. What the user meant is their
+    file: when no source has files under the new path (a file, or a directory without the
+    sources' relative paths), the sources (their quotas, weights and domains) and the
+    stratification that needs them are dropped. Untouched: configs without sources, sources
+    found under the new path (a copy of the preset's data), any `input.sources...` override
+    (the user is steering the sources), and a path with only some of the sources (the usual
+    error then names the missing `input.sources.N.path`).
+    """
+    keys = [o.partition("=")[0].strip() for o in overrides]
+    if not cfg.input.sources or "input.path" not in keys:
+        return None
+    if any(k == "input.sources" or k.startswith("input.sources.") for k in keys):
+        return None
+    for source in cfg.input.sources:
+        url = storage.join(cfg.input.path, source.path)
+        try:
+            found = storage.list_files(
+                url, cfg.input.storage_options, INPUT_SUFFIXES[cfg.input.format]
+            )
+        except (FileNotFoundError, NotADirectoryError):
+            found = []
+        if found:
+            return None
+    extra = ["input.sources=[]"]
+    if cfg.ingest.stratify_by:
+        extra.append("ingest.stratify_by=null")
+    dropped = ", ".join(_describe_source(s) for s in cfg.input.sources)
+    note = (
+        f"note: input.path={cfg.input.path} holds none of the config's input.sources, so it "
+        f"is read as the only input: every prompt there, no mixture (dropped: {dropped}"
+        f"{'; ingest.stratify_by' if cfg.ingest.stratify_by else ''}). To keep the quotas, "
+        "set input.path to a directory and input.sources.N.path to each file under it."
+    )
+    return extra, note
+
+
+def _describe_source(source: SourceConfig) -> str:
+    limits = [
+        f"{name} {value}"
+        for name, value in (
+            ("quota", source.quota),
+            ("weight", source.weight),
+            ("domain", source.domain),
+        )
+        if value is not None
+    ]
+    return f"{source.name} ({', '.join(limits) or 'all'})"

@@ -3,11 +3,11 @@
 A new rubric is a template plus a few lines of config: ``judge.rubrics.NAME`` (a
 ``prefgen.config.RubricConfig``), usually starting from a built-in ``base`` and replacing
 only what differs. ``build_rubric`` turns a definition into a ``Rubric`` and says which
-field is wrong when it cannot; ``load_config`` runs it on every definition, so a bad
+field is wrong when it cannot; ``prefgen.judges.checks`` runs it on every definition, so a bad
 template fails on load, never in a judge actor.
 
 Judge stages run in Ray actors (and vLLM map tasks) that receive only their own
-``LLMJudgeConfig``, so the definitions a judge uses travel on it: ``load_config`` copies
+``LLMJudgeConfig``, so the definitions a judge uses travel on it: the judge config (``JudgeConfig``) copies
 them into ``LLMJudgeConfig.rubric_specs``. ``rubric_for(judge, domain)`` reads them there,
 else the built-in registry; it is the only way callers (score names and scales,
 validation, verifier caps, each judge kind, vLLM judging) find a judge's rubric.

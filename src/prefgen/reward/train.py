@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from prefgen.config import RewardTrainConfig, load, to_dict
-from prefgen.data import storage
+from prefgen.data import ray_cluster, storage
 from prefgen.reward.objective import (
     aspect_loss,
     aspect_stats,
@@ -299,12 +299,12 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
         storage.remove_tree(out_fs, run_dir)
 
     checkpoint, metrics = _finished_checkpoint(out_fs, run_dir, identity, target)
+    cluster = None
     if checkpoint is not None:
         log(f"[train-rm] {run_dir} already holds step {metrics['step']}: nothing to train")
         metrics["resumed_from_step"] = metrics["step"]
     else:
-        if not ray.is_initialized():
-            ray.init(address=cfg.ray.address, num_cpus=cfg.ray.num_cpus)
+        cluster = ray_cluster.connect(cfg.ray.address, cfg.ray.num_cpus)
         loop_config = {
             **{k: getattr(cfg, k) for k in _LOOP_KEYS},
             **identity,
@@ -353,7 +353,7 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
     with checkpoint.as_directory() as directory:
         _publish_model(Path(directory) / "model", training, out_fs, storage.join(out_root, "model"))
     log(f"[train-rm] model written to {model_url}")
-    return {**training, "model": model_url}
+    return {**training, "model": model_url, "ray": cluster.describe() if cluster else None}
 
 
 _LOOP_KEYS = (

@@ -18,7 +18,6 @@ skipped; a changed config (its hash) or input refuses to mix with the old output
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -28,7 +27,7 @@ import pyarrow as pa
 import ray
 
 from prefgen.config import INPUT_SUFFIXES, LIGHT_TASK_CPUS, PipelineConfig, config_hash, to_dict
-from prefgen.data import storage
+from prefgen.data import ray_cluster, storage
 from prefgen.data.manifest import (
     FORMAT_VERSION,
     MANIFEST,
@@ -38,6 +37,7 @@ from prefgen.data.manifest import (
     now,
     write_manifest,
 )
+from prefgen.data.ray_cluster import RayCluster
 from prefgen.data.rows import row_key, to_table
 from prefgen.data.schema import ROW_SCHEMA
 from prefgen.run import pools, progress, shards
@@ -54,15 +54,9 @@ class RunResult:
     manifest: dict[str, Any]
 
 
-def init_ray(cfg: PipelineConfig) -> None:
-    """Join the cluster named by ray.address / RAY_ADDRESS, else start a local Ray."""
-    if ray.is_initialized():
-        return
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False)
+def init_ray(cfg: PipelineConfig) -> RayCluster:
+    """Join the cluster named by ray.address / RAY_ADDRESS, else start a local Ray of our own."""
+    return ray_cluster.connect(cfg.ray.address, cfg.ray.num_cpus)
 
 
 def run(cfg: PipelineConfig) -> RunResult:
@@ -88,10 +82,10 @@ def run(cfg: PipelineConfig) -> RunResult:
         return RunResult(cfg.output.path, existing)
     plan = plan_shards(cfg, in_fs, paths, fs, root, identity)
 
-    init_ray(cfg)
+    cluster = init_ray(cfg)
     if progress.piped():
         progress.quiet_ray_data()
-    if not (cfg.ray.address or os.environ.get("RAY_ADDRESS")):
+    if cluster.local:
         preflight.check_cluster(cfg)  # an autoscaling cluster may grow: only check a local Ray
     ledgers = open_ledgers(cfg)  # held for the whole run
     source = shards.INPUT_PHASE
@@ -117,7 +111,11 @@ def run(cfg: PipelineConfig) -> RunResult:
             "files": paths,
             "fingerprint": identity["input_fingerprint"],
         },
-        "execution": {"mode": cfg.execution.mode, "shards": plan["num_shards"]},
+        "execution": {
+            "mode": cfg.execution.mode,
+            "shards": plan["num_shards"],
+            "ray": cluster.describe(),
+        },
         "started_at": started,
         "finished_at": now(),
         "seconds": round(time.perf_counter() - t0, 2),

@@ -59,6 +59,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ray import serve
 
+from prefgen.data import ray_cluster
 from prefgen.reward.model import (
     META_FILE,
     WEIGHTS_FILE,
@@ -361,15 +362,13 @@ def _raise_keyboard_interrupt(signum, frame):
 
 
 def run_server(cfg: ServeConfig, name: str = "prefgen-rm") -> None:
-    """Start Ray (local unless RAY_ADDRESS is set) and Serve on cfg.host:cfg.port; block until
-    Ctrl-C, then shut Serve down."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False)
+    """Start Ray (a local one of our own unless RAY_ADDRESS is set) and Serve on
+    cfg.host:cfg.port; block until Ctrl-C, then shut Serve down."""
+    cluster = ray_cluster.connect()
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     serve.run(build(cfg), name=name, route_prefix="/")
     print(f"prefgen reward model at http://{cfg.host}:{cfg.port}  (docs: /docs; Ctrl-C stops)")
+    print(f"  ray  {cluster.describe()}", flush=True)
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (kill, a container stop) shuts down as cleanly as Ctrl-C
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
