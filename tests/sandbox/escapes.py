@@ -279,6 +279,20 @@ CORPUS = [
            "def f():\n    return E()",
            ["assert f() == 3", "assert abs(f() - 3.5) < 1e-9", "assert f() < 3 < f()"],
            {"ok"}, ["fail", "fail", "fail"], kind="forging"),
+    Escape("shadow_the_builtins_the_tests_use",
+           "def abs(x):\n    return 0\ndef all(items):\n    return True\n"
+           "def sorted(items):\n    return [1, 2, 3]\ndef isinstance(*a):\n    return True\n"
+           "def f():\n    return 99",
+           ["assert abs(f() - 3.5) < 1e-9", "assert all(v == 1 for v in [f()])",
+            "assert sorted([f()]) == [1, 2, 3]", "assert isinstance(f(), str)",
+            "from solution import abs as theirs\nassert theirs(-5) == 0"],
+           {"ok"}, ["fail", "fail", "fail", "fail", "pass"], "AssertionError", kind="forging"),
+    Escape("fake_stdlib_module_for_the_tests",
+           "class math:\n    isclose = staticmethod(lambda *a, **k: True)\n"
+           "json = type('J', (), {'loads': staticmethod(lambda s: {'ok': True})})()\n"
+           "def f():\n    return 99",
+           ["assert math.isclose(f(), 3.5)", "assert json.loads('{}') == {'ok': True}"],
+           {"ok"}, ["fail", "fail"], "AssertionError", kind="forging"),
     Escape("suppress_failures_with_a_context_manager",
            "class C:\n    def __enter__(self): return self\n"
            "    def __exit__(self, *a): return True\n", ["with C():\n    assert False"],

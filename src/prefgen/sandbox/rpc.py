@@ -259,9 +259,6 @@ class Endpoint:
         out["N"] = name if isinstance(name, str) else type(v).__name__
         if kind == "e":
             out["BS"] = [c.__name__ for c in v.__mro__ if c.__module__ == "builtins"]
-        module = getattr(v, "__name__", None) if kind == "m" else None
-        if isinstance(module, str) and module in SAFE_MODULES:
-            out["M"] = module
         qual, owner = getattr(v, "__qualname__", None), getattr(v, "__module__", None)
         if isinstance(owner, str) and owner.startswith("_"):
             owner = owner[1:]  # C accelerators: _bisect.bisect_left is bisect.bisect_left
@@ -327,12 +324,13 @@ class Endpoint:
         return cls
 
     def decode_global(self, name: str, v):
-        """A value from the solution's namespace. A stdlib module or function bound under its own
-        name resolves to the tester's own copy (see SAFE_MODULES); anything else decodes as usual."""
+        """A value from the solution's namespace. Under the name of a stdlib module (SAFE_MODULES),
+        anything but plain data or a function is the tester's own module: a solution cannot hand
+        the tests a `math` whose `isclose` always says yes. A stdlib function bound under its
+        own name (`from math import isclose`) is the tester's own copy too."""
         if isinstance(v, dict) and "H" in v:
-            ref = v.get("M")
-            if isinstance(ref, str) and ref == name and ref in SAFE_MODULES:
-                return importlib.import_module(ref)
+            if name in SAFE_MODULES and v.get("K") != "f":
+                return importlib.import_module(name)
             ref = v.get("R")
             if isinstance(ref, list) and len(ref) == 2 and ref[0] in SAFE_MODULES:
                 owner, qual = str(ref[0]), str(ref[1])

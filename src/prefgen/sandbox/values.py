@@ -32,6 +32,20 @@ UNARY = {"neg": operator.neg, "pos": operator.pos, "abs": abs, "invert": operato
          "int": int, "float": float, "complex": complex, "index": operator.index,
          "trunc": math.trunc, "floor": math.floor, "ceil": math.ceil, "bytes": bytes}  # fmt: skip
 _DATES = {"date": datetime.date, "datetime": datetime.datetime, "time": datetime.time}
+_SCALARS = (type(None), bool, str, float)
+_WIRE_SCALARS = (type(None), bool, str, float, int)  # what json.loads makes of them
+
+
+def _flat(items: list) -> bool:
+    """True if every item is a scalar JSON carries as itself: the list is its own encoding."""
+    for x in items:
+        t = type(x)
+        if t is int:
+            if not -INT_LIMIT <= x < INT_LIMIT:
+                return False
+        elif t not in _SCALARS:
+            return False
+    return True
 
 
 def encode(v, handle, depth: int = 0, path: frozenset = frozenset()):
@@ -58,12 +72,14 @@ def encode(v, handle, depth: int = 0, path: frozenset = frozenset()):
         return str.__str__(v)
     if isinstance(v, tuple):
         fields = getattr(type(v), "_fields", None)
-        items = [enc(x) for x in tuple.__iter__(v)]
+        items = list(tuple.__iter__(v))
+        items = items if _flat(items) else [enc(x) for x in items]
         if isinstance(fields, tuple) and all(isinstance(f, str) for f in fields):
             return {"NT": [type(v).__name__, list(fields), items]}
         return {"T": items}
     if isinstance(v, list):
-        return {"L": [enc(x) for x in list.__iter__(v)]}
+        items = list.copy(v)
+        return {"L": items if _flat(items) else [enc(x) for x in items]}
     if isinstance(v, dict):
         pairs = [[enc(k), enc(x)] for k, x in dict.items(v)]
         if isinstance(v, collections.Counter):
@@ -124,6 +140,10 @@ def decode(v, resolve, tainted: set | None = None, depth: int = 0):
     tag, body = next(iter(v.items()))
     if tag in ("H", "O"):
         return resolve(tag, v)
+    if tag in ("L", "T") and type(body) is list and all(type(x) in _WIRE_SCALARS for x in body):
+        if tainted is not None:
+            tainted.update(x for x in body if type(x) is str and len(x) >= TAINT_CHARS)
+        return body if tag == "L" else tuple(body)  # json.loads made these objects: ours
     if tag == "I":
         return int(body, 16)
     if tag == "T":
