@@ -72,6 +72,14 @@ CORPUS = [
            {"ok"}, ["crash"], "MemoryError", kind="memory"),
     Escape("memory_bomb_growing_at_import", "b = []\nwhile True: b.append(bytearray(1 << 20))",
            ["assert True"], {"load_error"}, ["not_run"], "MemoryError", kind="memory"),
+    Escape("memory_spread_over_processes", "import os, time\n"
+           "def f():\n    pids = []\n    for _ in range(4):\n        pid = os.fork()\n"
+           "        if pid == 0:\n            b = bytearray(100 << 20)\n"
+           "            for i in range(0, len(b), 4096):\n                b[i] = 1\n"
+           "            time.sleep(2)\n            os._exit(0)\n        pids.append(pid)\n"
+           "    return sum(os.waitpid(p, 0)[1] == 0 for p in pids)",
+           ["assert f() <= 1, f()"], {"ok"}, ["pass"], kind="memory",
+           extra={"limits": {"wall_s": 8.0}}),  # 4 x 100 MB held at once: at most one fits
     Escape("huge_file", "def f():\n    open('big', 'wb').write(b'0' * (8 << 20))", ["f()"],
            {"ok"}, ["crash"], "file size limit", kind="disk"),
     Escape("fill_tmp_with_small_files",
@@ -346,7 +354,7 @@ def run_case(case: Escape, cfg=None) -> dict:
     """Run one case with its host-side fixtures; return the result and the host checks."""
     from prefgen.sandbox.runner import TestCase, run_tests
 
-    cfg = cfg or Limits()
+    cfg = cfg or Limits(**case.extra.get("limits", {}))
     work = tempfile.mkdtemp(prefix="escape-")
     tag = f"pgsbx-{os.getpid()}-{case.name}"
     sentinel = os.path.join(work, "sentinel.txt")

@@ -51,6 +51,7 @@ UID_RANGE = (1_000_000, 1 << 20)  # start, span: fresh uids per run, owned by no
 WORKDIR = "/tmp/work"
 SOCKET_FD = 3
 EXIT_GRACE_S = 0.5  # how long init waits for the solution process after the tester is done
+WATCH_S = 0.1  # without a cgroup, how often init checks the solution's memory
 
 
 # ---- runner ------------------------------------------------------------------------------------
@@ -122,16 +123,29 @@ def _init_main(cfg: dict, alive_r: int) -> None:
             with open(os.path.join(HERE, name)) as f:
                 files[name] = f.read()
         exe = os.path.realpath(sys.executable)
+        uids = _pick_uids(cfg)  # reads the uid map: before /proc is replaced
         try:
             fs = isolate.private_root(_python_dirs(exe), files, cfg["workdir_mb"], _shm_mb(cfg))
         except OSError as exc:
             raise isolate.IsolationError(f"private root: {exc}") from None
         mech = {"filesystem": fs, "nested namespaces": "refused by seccomp"}
-        if cfg["mode"] != "root":  # a second layer; as real root this would be the host's limit
+        has_proc = "/proc: fresh" in fs
+        if cfg["mode"] != "root" and has_proc:  # a second layer; as root it would be the host's
             with open("/proc/sys/user/max_user_namespaces", "w") as f:
                 f.write("0")
             mech["nested namespaces"] += "; max_user_namespaces=0 in the sandbox's user namespace"
-        uids = _pick_uids(cfg)
+        memory_kb = None
+        if not cgroups:
+            memory_kb = int(cfg["memory_mb"]) * 1024
+            mech["memory"] = (
+                f"no cgroup ({cfg.get('no_cgroup', 'none')}): RLIMIT_AS {cfg['memory_mb']} MB per "
+                f"process, and init kills the largest of the solution's processes while together "
+                f"they hold more than {cfg['memory_mb']} MB (checked every {WATCH_S} s)"
+            )
+            if not has_proc:
+                memory_kb = None
+                mech["memory"] = f"per process only: RLIMIT_AS {cfg['memory_mb']} MB (no /proc)"
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})  # for sigtimedwait in _reap
         tester_sock, solution_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         watch_r, watch_w = os.pipe()
         tester = os.fork()
@@ -151,7 +165,7 @@ def _init_main(cfg: dict, alive_r: int) -> None:
         solution_sock.close()
         for fd in cgroups.pop("solution", []):
             os.close(fd)
-        status = _reap(tester, solution, watch_w)
+        status = _reap(tester, solution, watch_w, memory_kb)
         status["mechanisms"] = mech
     except isolate.IsolationError as exc:
         status = {"error": f"cannot isolate: {exc}"}
@@ -196,9 +210,10 @@ def _pick_uids(cfg: dict) -> dict:
     raise isolate.IsolationError("no unused uid range in this user namespace's uid map")
 
 
-def _reap(tester: int, solution: int, watch_w: int) -> dict:
+def _reap(tester: int, solution: int, watch_w: int, memory_kb: int | None) -> dict:
     """Wait for the tester (reaping orphans on the way); tell it when the solution exits; after
-    the tester, give the solution a moment, then kill it (a live solution then is noted)."""
+    the tester, give the solution a moment, then kill it (a live solution then is noted).
+    Without a cgroup (`memory_kb` set), watch the solution's processes' memory meanwhile."""
     out: dict = {}
 
     def note(role: str, wait: int, usage) -> None:
@@ -206,8 +221,12 @@ def _reap(tester: int, solution: int, watch_w: int) -> dict:
         out[f"{role}_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 3)
 
     while "tester_status" not in out:
-        pid, wait, usage = os.wait4(-1, 0)
-        if pid == solution:
+        pid, wait, usage = os.wait4(-1, os.WNOHANG)
+        if pid == 0:  # nothing exited: check memory, then sleep until SIGCHLD or the next check
+            if memory_kb is not None and _kill_largest_if_over({1, tester}, memory_kb):
+                out["memory_kills"] = out.get("memory_kills", 0) + 1
+            signal.sigtimedwait([signal.SIGCHLD], WATCH_S if memory_kb is not None else 60)
+        elif pid == solution:
             note("solution", wait, usage)
             try:
                 os.write(watch_w, b"x")
@@ -229,6 +248,38 @@ def _reap(tester: int, solution: int, watch_w: int) -> dict:
             note("solution", wait, usage)
             out["solution_killed"] = True
     return out
+
+
+def _kill_largest_if_over(exclude: set[int], limit_kb: int) -> bool:
+    """Like a cgroup's OOM killer, for hosts without one: if the namespace's processes (but
+    init and the tester) hold more than `limit_kb` together (proportional set size, so pages a
+    fork shares count once), SIGKILL the largest. RLIMIT_AS alone would allow one limit each."""
+    sizes = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) not in exclude:
+            sizes[int(name)] = _pss_kb(name)
+    if sum(sizes.values()) <= limit_kb:
+        return False
+    try:
+        os.kill(max(sizes, key=sizes.get), signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return True
+
+
+def _pss_kb(pid: str) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    try:  # kernels before 4.14: resident pages
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _join_cgroups(fds: list[int]) -> None:
@@ -279,6 +330,7 @@ def _tester_main(cfg, sock, watch_r, cgroup_fds, uids, mech) -> None:
     """The tester: lock down, then run the tests (harness.run). Never returns."""
     result_fd = cfg["result_fd"]
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})  # init blocks it for itself
         os.setpgid(0, 0)
         _join_cgroups(cgroup_fds)
         _stdio()
@@ -321,6 +373,7 @@ def _tester_main(cfg, sock, watch_r, cgroup_fds, uids, mech) -> None:
 def _solution_main(cfg, sock, cgroup_fds, uids, tester_pid: int, exe: str) -> None:
     """The solution process up to exec: lock down, then a fresh interpreter runs serve.py."""
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})  # init blocks it for itself
         os.setsid()  # its own session and group: killpg(0) reaches only its own processes
         _join_cgroups(cgroup_fds)  # first: their descriptors may sit where the socket goes
         fd = sock.detach()

@@ -139,11 +139,11 @@ def _ready_ok(ready) -> str:
     """'' if the solution process reports itself locked down, else what is wrong."""
     if not isinstance(ready, dict):
         return "no lockdown report"
-    if ready.get("CapEff", "").strip("0") or ready.get("CapPrm", "").strip("0"):
-        return f"it has capabilities ({ready.get('CapEff')})"
-    if ready.get("NoNewPrivs") != "1":
+    if ready.get("caps") != "00" * 24:
+        return f"it has capabilities ({ready.get('caps')})"
+    if ready.get("no_new_privs") != 1:
         return "no_new_privs is off"
-    if ready.get("Seccomp") != "2":
+    if ready.get("seccomp") != 2:
         return "no seccomp filter"
     return ""
 

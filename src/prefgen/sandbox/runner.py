@@ -118,6 +118,7 @@ def _run_once(solution: str, setup: str, tests: list[TestCase], cfg) -> SandboxR
         "tests": [t.code for t in tests],
         "result_fd": write_fd,
         "cgroups": groups.procs_files() if groups else None,
+        "no_cgroup": why_not,
         **limits,
     }
     start = time.monotonic()
@@ -152,12 +153,10 @@ def _run_once(solution: str, setup: str, tests: list[TestCase], cfg) -> SandboxR
         if groups:
             groups.remove()
     result = _classify(channel, control, host_killed, tests, cfg, oom)
-    result.mechanisms["memory"] = (
-        groups.describe()
-        if groups
-        else f"per process only: RLIMIT_AS {cfg.memory_mb} MB each, at most "
-        f"{cfg.max_processes} processes (no cgroup: {why_not})"
-    )
+    if groups:
+        result.mechanisms["memory"] = groups.describe()
+    else:  # init describes its own watch; without a run that got that far, say what is known
+        result.mechanisms.setdefault("memory", f"no cgroup ({why_not})")
     result.output, result.wall_s = tail, round(time.monotonic() - start, 3)
     return result
 
@@ -252,6 +251,7 @@ def _classify(channel, control, host_killed, tests, cfg, oom_kills=0) -> Sandbox
         status, detail = "sandbox_error", str(ctl["error"])
     running = None  # (status, detail) of the test that was running when the run ended
     if status is None:
+        oom_kills = oom_kills or ctl.get("memory_kills", 0)  # the cgroup's, or init's watch
         status, running = _ending(ctl, lost, host_killed, cfg, oom_kills)
         detail = running[1]
         if lost and lost.get("phase") == "start" or status == "sandbox_error":

@@ -9,8 +9,10 @@ that captures stdout sees them; `input()` and `sys.stdin` read the tester's.
 """
 
 import builtins
+import ctypes
 import os
 import socket
+import struct
 import sys
 import types
 
@@ -77,17 +79,18 @@ class _Input:
 
 def _lockdown_report() -> dict:
     """What the tester checks before it sends the solution: no capabilities, no_new_privs, a
-    seccomp filter. A solution process that is not locked down is never given code to run."""
-    fields = {}
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("CapEff", "CapPrm", "CapBnd", "NoNewPrivs", "Seccomp"):
-                    fields[key] = value.strip()
-    except OSError as exc:
-        fields["error"] = str(exc)
-    return fields
+    seccomp filter (asked of the kernel directly: /proc may be an empty placeholder). A solution
+    process that is not locked down is never given code to run."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    ulong = ctypes.c_ulong
+    caps = ctypes.create_string_buffer(24)
+    header = ctypes.create_string_buffer(struct.pack("Ii", 0x20080522, 0), 8)
+    capget = libc.capget(header, caps)
+    return {
+        "caps": caps.raw.hex() if capget == 0 else "unknown",
+        "no_new_privs": libc.prctl(39, ulong(0), ulong(0), ulong(0), ulong(0)),  # PR_GET_...
+        "seccomp": libc.prctl(21, ulong(0), ulong(0), ulong(0), ulong(0)),  # 2: a filter
+    }
 
 
 def _describe(exc: BaseException) -> str:
