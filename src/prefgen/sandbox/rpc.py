@@ -185,8 +185,11 @@ class Endpoint:
     # -- serving --
 
     def serve(self, msg: dict) -> None:
-        for hid in msg.get("free", ()) if isinstance(msg.get("free"), list) else ():
-            obj = self.exports.pop(hid, None)
+        """Run one of the other side's requests on our objects and send the reply; whatever the
+        request or the code it runs does, the reply is a value or an exception."""
+        free = msg.get("free")
+        for hid in free if isinstance(free, list) else ():
+            obj = self.exports.pop(hid, None) if isinstance(hid, int) else None
             if obj is not None:
                 self.export_ids.pop(id(obj), None)
         tracked: list = []
@@ -195,19 +198,18 @@ class Endpoint:
             handler = self.policy.get(msg.get("q"))
             if handler is None:
                 raise PermissionError(f"sandbox: operation {msg.get('q')!r} is not allowed")
-            value = handler(self, msg, tracked)
-            reply = {"r": self.encode(value)}
+            reply = {"r": self.encode(handler(self, msg, tracked))}
         except Lost:
             raise
         except BaseException as exc:  # SystemExit too: it is the called code's outcome
             reply = {"x": self.encode_exception(exc)}
         finally:
             self.depth -= 1
-        if tracked:
-            reply["m"] = [[i, self.encode(obj)] for i, obj in tracked]
         try:
+            if tracked:
+                reply["m"] = [[i, self.encode(obj)] for i, obj in tracked]
             self.send(reply)
-        except TooLarge as exc:
+        except (TooLarge, RecursionError, ValueError, TypeError) as exc:
             self.send({"x": self.encode_exception(exc)})
 
     def arg(self, msg: dict, key: str):
