@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -404,6 +405,8 @@ def run_case(case: Escape, cfg=None) -> dict:
             s.close()
     with open(sentinel) as f:
         sentinel_ok = f.read() == SENTINEL_TEXT
+    target_exists = os.path.lexists(tokens["__TARGET__"])
+    shutil.rmtree(work, ignore_errors=True)
     leftovers = [
         p
         for d in HOST_DIRS
@@ -422,7 +425,7 @@ def run_case(case: Escape, cfg=None) -> dict:
         "mechanisms": result.mechanisms,
         "accepted": accepted,
         "sentinel_ok": sentinel_ok,
-        "target_exists": os.path.lexists(tokens["__TARGET__"]),
+        "target_exists": target_exists,
         "leftovers": leftovers,
         "spawn_ok": spawn_ok,
         "survivors": _sandbox_processes(result.mechanisms),
