@@ -176,7 +176,23 @@ def test_verify_rows_sandbox_failure_is_data(monkeypatch):
     response = out[0]["responses"][0]
     assert response["judge_status"]["tests"] == "sandbox_error"
     assert "cannot start a sandbox" in response["rationales"]["tests"]
-    assert "tests" not in response["scores"]
+    assert response["scores"]["tests"] == 0.0  # fail closed: never unscored, never a pass
+
+
+def test_a_sandbox_that_cannot_start_scores_zero_with_the_reason():
+    """4 MB of address space is too little for the solution's interpreter: the run is a sandbox
+    error, and a correct solution still gets 0, not None."""
+    tiny = CodeVerifierConfig(enabled=True, wall_s=3.0, cpu_s=1, memory_mb=4)
+    score, why, details = verify_code(ADD, ADD_TESTS, tiny)
+    assert score == 0.0 and details["judge_status"] == "sandbox_error"
+    assert "the solution process failed to start" in why
+
+
+def test_breaking_the_call_protocol_scores_zero():
+    closes = "import os\nos.closerange(0, 1024)\n" + ADD  # takes the connection down with it
+    score, why, details = verify_code(closes, ADD_TESTS, CFG)
+    assert score == 0.0 and details["judge_status"] == "ok"
+    assert details["status"] in ("tampered", "exited")
 
 
 def test_verify_rows_disabled_is_a_no_op():

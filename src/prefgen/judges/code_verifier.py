@@ -16,8 +16,12 @@ and `tests_are_code`):
 Input columns: `status`, `domain`, `tests`, `tests_are_code`, `responses`.
 Output columns: for ok rows whose domain is in cfg.domains, each non-error response gains
 `scores[cfg.name]` (0-1), `rationales[cfg.name]` and `judge_status[cfg.name]`, one of
-ok | no_tests | bad_tests | test_error (the tests, not the code, failed to set up) |
-sandbox_error. Only `ok` carries a score. Rows are never dropped and nothing raises.
+ok | no_tests | bad_tests | test_error (the tests, not the code, failed to set up: confirmed by
+rerunning the setup without the response) | sandbox_error. `ok` carries the share passed;
+`sandbox_error` (the sandbox could not contain or judge the run: no isolation on this host, a
+setup failure, an anomaly) carries 0, so what cannot be judged safely never counts as a pass or
+drops out unscored. The others carry no score (the prompt's tests are at fault, not the response).
+Rows are never dropped and nothing raises.
 """
 
 from __future__ import annotations
@@ -100,9 +104,9 @@ def _parse(source: str, what: str) -> ast.Module:
 def verify_code(
     response_text: str, tests, cfg: CodeVerifierConfig
 ) -> tuple[float | None, str, dict]:
-    """(share of tests passed, rationale, details) for one reply. The score is None when the
-    reply could not be judged (details["judge_status"] says why). Raises ValueError on bad tests.
-    """
+    """(share of tests passed, rationale, details) for one reply. The score is 0 when the sandbox
+    failed (fail closed) and None only when the tests themselves are broken (details["judge_status"]
+    says which). Raises ValueError on bad tests."""
     setup, cases = parse_tests(tests)
     return _verify(extract_code(response_text), setup, cases, cfg)
 
@@ -114,7 +118,7 @@ def _verify(code: str, setup: str, cases: list[TestCase], cfg) -> tuple[float | 
         judge_status = "sandbox_error"
     else:
         judge_status = "test_error" if blamed_tests else "ok"
-    score = result.passed / len(cases) if judge_status == "ok" else None
+    score = None if judge_status == "test_error" else result.passed / len(cases)
     head = f"{result.passed}/{len(cases)} tests passed"
     if result.status != "ok":
         head += f" [{result.status}: {result.detail}]" if result.detail else f" [{result.status}]"
@@ -136,8 +140,8 @@ def _verify(code: str, setup: str, cases: list[TestCase], cfg) -> tuple[float | 
 def _verify_safely(code: str, setup: str, cases: list[TestCase], cfg) -> tuple:
     try:
         return _verify(code, setup, cases, cfg)
-    except Exception as exc:  # a sandbox failure is data: the stage never raises
-        return None, f"sandbox failed: {exc!r}"[:RATIONALE_CHARS], {"judge_status": "sandbox_error"}
+    except Exception as exc:  # a sandbox failure is data, and scores 0: the stage never raises
+        return 0.0, f"sandbox failed: {exc!r}"[:RATIONALE_CHARS], {"judge_status": "sandbox_error"}
 
 
 def _mark(response: dict, name: str, score: float | None, status: str, why: str) -> None:

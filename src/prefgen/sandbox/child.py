@@ -1,103 +1,79 @@
-"""The sandbox's child side: runner, init and harness (see `prefgen.sandbox.runner` for the design).
+"""The sandbox's child side: runner and init, which start the tester and the solution process.
 
-Started by `prefgen.sandbox.runner.run_tests` as `python -I -S sandbox_child.py`, so it imports the
-standard library only (no site-packages, not even prefgen). Reads its job as JSON on stdin; writes
-the runner's and init's trusted records as JSON lines on stdout and the harness's nonce-tagged
-per-test records to the result pipe. Three processes, because PID 1 of a PID namespace cannot be
-the process that unshared it, and because the harness should not be PID 1 (which ignores its own
-default-action signals and must reap orphans):
+Started by `prefgen.sandbox.runner.run_tests` as `python -I -S child.py`, so it imports the
+standard library and its sibling modules only (not prefgen: nothing from site-packages). Reads its
+job as JSON on stdin; writes the runner's and init's records as JSON lines on stdout (the control
+pipe); the tester alone writes the verdict to the result pipe. Four processes:
 
-    runner (root, host PID namespace)  unshare PID/net/IPC, pick a uid, fork; kill init at wall_s
-      init (root, PID 1)               unshare mounts, hide dirs, fresh /proc, fork; report exit
-        harness (fresh uid)            work dir, rlimits, drop root; load solution; run tests
+    runner    host PID ns     enter PID/net/IPC/UTS namespaces (as root directly, else in a new
+      |                       user namespace; neither: refuse), fork init, SIGKILL it at wall_s
+      init    pid 1           private root (pivot_root), fresh /proc, socketpair; fork both below;
+      |                       reap; tell the tester when the solution process exits; report
+      tester                  own uid (root mode), no capabilities, non-dumpable, seccomp, rlimits;
+      |                       runs the tests against proxies (harness.py), writes the verdict
+      solution                own uid (root mode), no capabilities, seccomp, rlimits, cgroup;
+                              exec'd fresh (serve.py): loads the solution, answers calls
+
+Killing init takes the whole PID namespace with it, daemonised descendants included.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import json
 import os
-import resource
 import secrets
 import select
 import signal
+import socket
 import sys
-import types
+import time
 
-CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x8000000, 0x20000000, 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
-MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
-HIDDEN_DIRS = ("/root", "/home", "/run/secrets", "/var/run/secrets")
-TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
-UID_RANGE = (1_000_000, 1 << 20)  # start, span: a fresh uid per run, owned by nobody else
+if __package__:
+    from . import harness, isolate
+else:  # run as a script under -I -S: the siblings are importable from this file's directory
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import harness
+    import isolate
+
+    sys.path.pop(0)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOLUTION_FILES = (
+    "serve.py",
+    "rpc.py",
+    "proxy.py",
+    "values.py",
+    "policy.py",
+)  # what the solution process needs, copied into /sandbox
 CHILD_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 DETAIL_CHARS = 300
+UID_RANGE = (1_000_000, 1 << 20)  # start, span: fresh uids per run, owned by nobody else
+WORKDIR = "/tmp/work"
+SOCKET_FD = 3
+EXIT_GRACE_S = 0.5  # how long init waits for the solution process after the tester is done
+WATCH_S = 0.1  # without a cgroup, how often init checks the solution's memory
 
 
-def _check(ret: int, what: str) -> None:
-    if ret != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def _unshare(flags: int) -> None:
-    _check(ctypes.CDLL(None, use_errno=True).unshare(flags), "unshare")
-
-
-def _mount(source: str | None, target: str, fstype: str | None, flags: int, data=None) -> None:
-    args = [s.encode() if s is not None else None for s in (source, target, fstype)]
-    libc = ctypes.CDLL(None, use_errno=True)
-    data = data.encode() if data else None
-    _check(libc.mount(*args, ctypes.c_ulong(flags), data), f"mount {target}")
-
-
-def _prctl(option: int, value: int) -> None:
-    _check(ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0), f"prctl {option}")
-
-
-def _pick_uid() -> int | None:
-    """A fresh uid nobody else runs as (inside this user namespace's map); None if not root."""
-    if os.geteuid() != 0:
-        return None
-    uid = UID_RANGE[0] + secrets.randbelow(UID_RANGE[1])
-    with open("/proc/self/uid_map") as f:
-        for line in f:
-            inside, _, count = map(int, line.split())
-            if inside <= uid < inside + count:
-                return uid
-    return 65534
-
-
-def _kill_uid(uid: int) -> None:
-    """SIGKILL every process of the run's uid (used only when there is no PID namespace)."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setgid(uid)
-            os.setuid(uid)
-            os.kill(-1, signal.SIGKILL)  # everything this uid may signal, except ourselves
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
+# ---- runner ------------------------------------------------------------------------------------
 
 
 def _runner_main() -> None:
-    """Runner (outside the new PID namespace): unshare, fork init, kill it at the wall limit."""
+    """Runner (host PID namespace): namespaces, fork init, kill it at the wall limit."""
     cfg = json.loads(sys.stdin.buffer.read())
     report: dict = {"mechanisms": {}}
-    mech = report["mechanisms"]
     try:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the host thread that started us
-        for name, flag in (("pid", CLONE_NEWPID), ("network", CLONE_NEWNET), ("ipc", CLONE_NEWIPC)):
-            try:
-                _unshare(flag)
-                mech[name] = "isolated (namespace)"
-            except OSError as exc:
-                mech[name] = f"NOT isolated ({exc.strerror})"
-        cfg["uid"] = _pick_uid()
-        cfg["pid_namespace"] = mech["pid"].startswith("isolated")
+        isolate.prctl(isolate.PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the host thread
+        ns = isolate.enter_namespaces()
+        # Same uid as the sandbox in user-ns mode: not traceable. Only now: a non-dumpable
+        # process cannot write its own uid_map.
+        isolate.prctl(isolate.PR_SET_DUMPABLE, 0)
+        cfg["mode"], cfg["host_uid"], cfg["host_gid"] = ns["mode"], ns["uid"], os.getegid()
+        report["mechanisms"].update(
+            mode=ns["mode"],
+            pid="isolated (namespace)",
+            network="isolated (namespace, no interfaces up)",
+            ipc="isolated (namespace)",
+        )
         alive_r, alive_w = os.pipe()
         init = os.fork()
         if init == 0:
@@ -119,82 +95,272 @@ def _runner_main() -> None:
         os.waitpid(init, 0)
         signal.setitimer(signal.ITIMER_REAL, 0)
         report["timed_out"] = bool(timed_out)
-        if not cfg["pid_namespace"] and cfg["uid"] and cfg["uid"] >= UID_RANGE[0]:
-            _kill_uid(cfg["uid"])  # no namespace took the descendants down: the run's uid does
+    except isolate.IsolationError as exc:
+        report["error"] = f"cannot isolate: {exc}"
     except Exception as exc:
         report["error"] = f"runner: {exc!r}"
     sys.stdout.write(json.dumps(report) + "\n")
     sys.stdout.flush()
 
 
+# ---- init --------------------------------------------------------------------------------------
+
+
 def _init_main(cfg: dict, alive_r: int) -> None:
-    """Init (pid 1 of the new PID namespace, still root): private filesystem, then the harness."""
+    """Init (pid 1): private root, then the tester and the solution process. Never returns."""
     status: dict = {}
     try:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        isolate.prctl(isolate.PR_SET_PDEATHSIG, signal.SIGKILL)
         if select.select([alive_r], [], [], 0)[0]:  # EOF: the runner died before the prctl
             os._exit(1)
         os.close(alive_r)
+        isolate.prctl(isolate.PR_SET_DUMPABLE, 0)
         os.umask(0o022)
-        mech = {"filesystem": _isolate_filesystem(cfg)}
-        harness = os.fork()
-        if harness == 0:
-            _harness_main(cfg, mech)
+        cgroups = {role: [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in paths]
+                   for role, paths in (cfg.get("cgroups") or {}).items()}  # fmt: skip
+        files = {}
+        for name in SOLUTION_FILES:
+            with open(os.path.join(HERE, name)) as f:
+                files[name] = f.read()
+        exe = os.path.realpath(sys.executable)
+        uids = _pick_uids(cfg)  # reads the uid map: before /proc is replaced
+        try:
+            fs = isolate.private_root(_python_dirs(exe), files, cfg["workdir_mb"], _shm_mb(cfg))
+        except OSError as exc:
+            raise isolate.IsolationError(f"private root: {exc}") from None
+        mech = {"filesystem": fs, "nested namespaces": "refused by seccomp"}
+        has_proc = "/proc: fresh" in fs
+        if cfg["mode"] != "root" and has_proc:  # a second layer; as root it would be the host's
+            with open("/proc/sys/user/max_user_namespaces", "w") as f:
+                f.write("0")
+            mech["nested namespaces"] += "; max_user_namespaces=0 in the sandbox's user namespace"
+        memory_kb = None
+        if not cgroups:
+            memory_kb = int(cfg["memory_mb"]) * 1024
+            mech["memory"] = (
+                f"no cgroup ({cfg.get('no_cgroup', 'none')}): RLIMIT_AS {cfg['memory_mb']} MB per "
+                f"process, and init kills the largest of the solution's processes while together "
+                f"they hold more than {cfg['memory_mb']} MB (checked every {WATCH_S} s)"
+            )
+            if not has_proc:
+                memory_kb = None
+                mech["memory"] = f"per process only: RLIMIT_AS {cfg['memory_mb']} MB (no /proc)"
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})  # for sigtimedwait in _reap
+        tester_sock, solution_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        watch_r, watch_w = os.pipe()
+        tester = os.fork()
+        if tester == 0:
+            solution_sock.close()
+            os.close(watch_w)
+            _tester_main(cfg, tester_sock, watch_r, cgroups.get("tester", []), uids, mech)
         os.close(cfg["result_fd"])
-        while True:  # as pid 1 we also reap orphans; stop when the harness itself exits
-            pid, wait, usage = os.wait4(-1, 0)
-            if pid == harness:
-                break
-        status = {"harness_status": wait, "cpu_s": usage.ru_utime + usage.ru_stime}
+        os.close(watch_r)
+        tester_sock.close()
+        for fd in cgroups.pop("tester", []):
+            os.close(fd)
+        solution = os.fork()
+        if solution == 0:
+            os.close(watch_w)
+            _solution_main(cfg, solution_sock, cgroups.get("solution", []), uids, tester, exe)
+        solution_sock.close()
+        for fd in cgroups.pop("solution", []):
+            os.close(fd)
+        status = _reap(tester, solution, watch_w, memory_kb)
+        status["mechanisms"] = mech
+    except isolate.IsolationError as exc:
+        status = {"error": f"cannot isolate: {exc}"}
     except BaseException as exc:
         status = {"error": f"init: {exc!r}"}
     finally:
         os.write(1, (json.dumps(status) + "\n").encode())
-        os._exit(0)
+        os._exit(0)  # as pid 1: the kernel kills whatever is left in the namespace
 
 
-def _isolate_filesystem(cfg: dict) -> str:
-    """Private mount namespace: tmpfs over secrets and temp dirs; Python re-bound read-only."""
+def _python_dirs(exe: str) -> list[str]:
+    """The directories the interpreter needs, real paths, outermost only."""
+    dirs = {os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix)}  # no venv
+    dirs.add(os.path.dirname(exe))
+    return sorted(d for d in dirs if not any(d != o and d.startswith(o + "/") for o in dirs))
+
+
+def _shm_mb(cfg: dict) -> int:
+    return max(1, min(16, int(cfg["workdir_mb"])))
+
+
+def _pick_uids(cfg: dict) -> dict:
+    """Root mode: a fresh uid each for the tester and the solution, nobody else's. User-namespace
+    mode: the one mapped uid for both (the seccomp filter and a non-dumpable tester keep the
+    solution off the tester's processes)."""
+    if cfg["mode"] != "root":
+        uid, gid = cfg["host_uid"], cfg["host_gid"]
+        return {"tester": None, "solution": None, "label": f"uid {uid}", "ids": (uid, gid)}
+    mapped = []
+    with open("/proc/self/uid_map") as f:
+        for line in f:
+            inside, _, count = map(int, line.split())
+            mapped.append((inside, inside + count))
+    start, span = UID_RANGE
+    picked: list[int] = []
+    for _ in range(1000):
+        uid = start + secrets.randbelow(span)
+        if uid not in picked and any(lo <= uid < hi for lo, hi in mapped):
+            picked.append(uid)
+        if len(picked) == 2:
+            return {"tester": picked[0], "solution": picked[1], "label": "fresh uids"}
+    raise isolate.IsolationError("no unused uid range in this user namespace's uid map")
+
+
+def _reap(tester: int, solution: int, watch_w: int, memory_kb: int | None) -> dict:
+    """Wait for the tester (reaping orphans on the way); tell it when the solution exits; after
+    the tester, give the solution a moment, then kill it (a live solution then is noted).
+    Without a cgroup (`memory_kb` set), watch the solution's processes' memory meanwhile."""
+    out: dict = {}
+
+    def note(role: str, wait: int, usage) -> None:
+        out[f"{role}_status"] = wait
+        out[f"{role}_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 3)
+
+    while "tester_status" not in out:
+        pid, wait, usage = os.wait4(-1, os.WNOHANG)
+        if pid == 0:  # nothing exited: check memory, then sleep until SIGCHLD or the next check
+            if memory_kb is not None and _kill_largest_if_over({1, tester}, memory_kb):
+                out["memory_kills"] = out.get("memory_kills", 0) + 1
+            signal.sigtimedwait([signal.SIGCHLD], WATCH_S if memory_kb is not None else 60)
+        elif pid == solution:
+            note("solution", wait, usage)
+            try:
+                os.write(watch_w, b"x")
+            except OSError:
+                pass  # the tester is already gone
+        elif pid == tester:
+            note("tester", wait, usage)
+    if "solution_status" not in out:
+        deadline = time.monotonic() + EXIT_GRACE_S
+        while time.monotonic() < deadline:
+            pid, wait, usage = os.wait4(solution, os.WNOHANG)
+            if pid:
+                note("solution", wait, usage)
+                break
+            time.sleep(0.01)
+        else:
+            os.kill(solution, signal.SIGKILL)
+            _, wait, usage = os.wait4(solution, 0)
+            note("solution", wait, usage)
+            out["solution_killed"] = True
+    return out
+
+
+def _kill_largest_if_over(exclude: set[int], limit_kb: int) -> bool:
+    """Like a cgroup's OOM killer, for hosts without one: if the namespace's processes (but
+    init and the tester) hold more than `limit_kb` together (proportional set size, so pages a
+    fork shares count once), SIGKILL the largest. RLIMIT_AS alone would allow one limit each."""
+    sizes = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) not in exclude:
+            sizes[int(name)] = _pss_kb(name)
+    if sum(sizes.values()) <= limit_kb:
+        return False
     try:
-        _unshare(CLONE_NEWNS)
-        _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount propagates to the host
-    except OSError as exc:
-        return f"NOT isolated ({exc.strerror})"
-    prefixes = {os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix, sys.prefix)}
-    keep = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in prefixes}  # before hiding them
-    hidden = []
-    for d in HIDDEN_DIRS + TMP_DIRS:
-        if os.path.isdir(d) and not os.path.islink(d):
-            size, mode = (cfg["workdir_mb"], "1777") if d in TMP_DIRS else (1, "755")
-            _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size}m,mode={mode}")
-            hidden.append(d)
-    for path, fd in keep.items():
-        if any(path == d or path.startswith(d + "/") for d in hidden):
-            os.makedirs(path, 0o755, exist_ok=True)
-            _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
-            _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
+        os.kill(max(sizes, key=sizes.get), signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return True
+
+
+def _pss_kb(pid: str) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    try:  # kernels before 4.14: resident pages
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _join_cgroups(fds: list[int]) -> None:
+    for fd in fds:
+        os.write(fd, str(os.getpid()).encode())
         os.close(fd)
-    if cfg["pid_namespace"]:
-        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # only our processes
-    return "isolated (mount namespace; tmpfs over " + " ".join(hidden) + ")"
 
 
-def _harness_main(cfg: dict, mech: dict) -> None:
-    """Harness: lock itself down, load the solution, run the tests. Never returns."""
+def _keep_only(fds: set[int]) -> None:
+    """Close every descriptor but `fds` (the solution must not inherit the result pipe)."""
     try:
-        fd = 64 + secrets.randbelow(900)
-        while fd == cfg["result_fd"] or _is_open(fd):
-            fd = 64 + secrets.randbelow(900)
-        os.dup2(cfg["result_fd"], fd, inheritable=False)
-        os.close(cfg["result_fd"])
-        report = _reporter(fd, cfg.pop("nonce"), os.getpid())
+        open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: close the whole range
+        open_fds = range(3, 65536)
+    for fd in open_fds:
+        if fd not in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # e.g. the listing's own descriptor, already gone
+
+
+def _stdio() -> None:
+    devnull = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)  # stdout joins stderr: the host's capture file
+
+
+def _limits(cfg: dict, role: str) -> dict:
+    mb = 1 << 20
+    nproc = int(cfg["max_processes"])
+    if cfg["mode"] != "root":
+        nproc += 3  # the count is per user namespace: runner, init and the other process too
+    return {
+        "AS": int(cfg["memory_mb"] * mb),
+        "FSIZE": int(cfg["max_file_mb"] * mb),
+        "NPROC": nproc,
+        "CORE": 0,
+        "NOFILE": 256 if role == "tester" else 128,
+        "MSGQUEUE": 0,
+        "MEMLOCK": 0,
+        "CPU": max(1, int(cfg["cpu_s"])),
+    }
+
+
+def _tester_main(cfg, sock, watch_r, cgroup_fds, uids, mech) -> None:
+    """The tester: lock down, then run the tests (harness.run). Never returns."""
+    result_fd = cfg["result_fd"]
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})  # init blocks it for itself
+        os.setpgid(0, 0)
+        _join_cgroups(cgroup_fds)
+        _stdio()
+        _keep_only({0, 1, 2, result_fd, sock.fileno(), watch_r})
+        os.set_inheritable(result_fd, False)
+        isolate.set_limits(_limits(cfg, "tester"))
+        isolate.drop_privileges(uids["tester"], uids["tester"])
+        isolate.prctl(isolate.PR_SET_DUMPABLE, 0)  # after the uid change, which may reset it
+        isolate.prctl(isolate.PR_SET_NO_NEW_PRIVS, 1)
+        isolate.prctl(isolate.PR_SET_PDEATHSIG, signal.SIGKILL)
+        count = isolate.install_seccomp([])
+        os.chdir(WORKDIR)
+        os.environ.clear()
+        os.environ.update(CHILD_ENV, HOME=WORKDIR, TMPDIR="/tmp")
+        user = uids["label"]
+        if uids["tester"]:
+            user = f"tester uid {uids['tester']}, solution uid {uids['solution']}"
+        mech["user"] = f"{user}; no capabilities, no_new_privs (root dropped)"
+        mech["seccomp"] = (
+            f"filter ({count} instructions): no namespaces, mounts, memfd, SysV/POSIX IPC, "
+            "ptrace, io_uring, AF_VSOCK, signals to the tester or init"
+        )
+        mech["verdict"] = "tester process: runs the tests, never the solution (calls over a socket)"
+        harness.run(cfg, result_fd, sock, watch_r, mech)
+    except BaseException as exc:
         try:
-            mech.update(_lock_down(cfg))
-        except Exception as exc:
-            report({"e": "sandbox", "mechanisms": mech, "error": f"harness: {exc!r}"})
-            return
-        report({"e": "sandbox", "mechanisms": mech})
-        _run(cfg.pop("solution"), cfg.pop("setup"), cfg.pop("tests"), report)
+            line = json.dumps({"e": "error", "detail": f"tester: {exc!r}"[:DETAIL_CHARS]})
+            os.write(result_fd, (line + "\n").encode())
+        except BaseException:
+            pass
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:
@@ -204,106 +370,39 @@ def _harness_main(cfg: dict, mech: dict) -> None:
         os._exit(0)
 
 
-def _is_open(fd: int) -> bool:
+def _solution_main(cfg, sock, cgroup_fds, uids, tester_pid: int, exe: str) -> None:
+    """The solution process up to exec: lock down, then a fresh interpreter runs serve.py."""
     try:
-        os.fstat(fd)
-        return True
-    except OSError:
-        return False
-
-
-def _lock_down(cfg: dict) -> dict:
-    """Work dir, stdio, rlimits, then drop root for a fresh uid. Fails closed as root."""
-    uid = cfg["uid"]
-    os.makedirs(cfg["workdir"], 0o700, exist_ok=True)
-    if uid is not None:
-        os.chown(cfg["workdir"], uid, uid)
-    os.chdir(cfg["workdir"])
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    os.dup2(2, 1)  # stdout joins stderr (the host's capture file); the control pipe stays in init
-    mb = 1 << 20
-    for limit, value in (
-        (resource.RLIMIT_AS, int(cfg["memory_mb"] * mb)),
-        (resource.RLIMIT_FSIZE, int(cfg["max_file_mb"] * mb)),
-        (resource.RLIMIT_NPROC, int(cfg["max_processes"])),
-        (resource.RLIMIT_CORE, 0),
-        (resource.RLIMIT_NOFILE, 256),
-    ):
-        resource.setrlimit(limit, (value, value))
-    cpu_s = max(1, int(cfg["cpu_s"]))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))  # soft: SIGXCPU; hard: SIGKILL
-    if uid is not None:
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-        try:
-            os.setuid(0)
-        except PermissionError:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})  # init blocks it for itself
+        os.setsid()  # its own session and group: killpg(0) reaches only its own processes
+        _join_cgroups(cgroup_fds)  # first: their descriptors may sit where the socket goes
+        fd = sock.detach()
+        if fd != SOCKET_FD:
+            os.dup2(fd, SOCKET_FD)
+            os.close(fd)
+        os.set_inheritable(SOCKET_FD, True)
+        _stdio()
+        _keep_only({0, 1, 2, SOCKET_FD})
+        try:  # the kernel's OOM killer takes this process tree first
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write("1000")
+        except OSError:
             pass
-        else:
-            raise RuntimeError("could not drop root")
-        user = f"uid {uid} (dropped from root)"
-    elif os.geteuid() == 0:
-        raise RuntimeError("refusing to run untrusted code as root")
-    else:
-        user = f"uid {os.getuid()} (not root: no drop; RLIMIT_NPROC counts all its processes)"
-    _prctl(PR_SET_NO_NEW_PRIVS, 1)  # setuid binaries (su, mount) grant nothing
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # setuid cleared it; die with init
-    os.environ.clear()
-    os.environ.update(CHILD_ENV, HOME=cfg["workdir"], TMPDIR="/tmp")
-    return {"user": user}
-
-
-def _reporter(fd: int, nonce: str, pid: int):
-    """Write one record; bound before the solution loads, so patching os/json later is moot."""
-    write, dumps, getpid, exit_now = os.write, json.dumps, os.getpid, os._exit
-
-    def report(record: dict) -> None:
-        if getpid() != pid:
-            exit_now(1)  # a forked child of the solution fell through into the harness
-        write(fd, (nonce + " " + dumps(record) + "\n").encode())  # < PIPE_BUF: atomic
-
-    return report
-
-
-def _describe(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return text[:DETAIL_CHARS]
-
-
-def _run(solution: str, setup: str, tests: list[str], report) -> None:
-    module = types.ModuleType("solution")
-    module.__file__ = "solution.py"
-    sys.modules["solution"] = module  # test code may `from solution import f`
-    try:
-        exec(compile(solution, "solution.py", "exec"), module.__dict__)
-    except BaseException as exc:  # SystemExit too: exiting before the tests is a load failure
-        report({"e": "load_error", "detail": "solution failed to load: " + _describe(exc)})
-        return
-    namespace = dict(module.__dict__, __name__="tests")
-    try:
-        exec(compile(setup, "tests.py", "exec"), namespace)
+        isolate.set_limits(_limits(cfg, "solution"))
+        uid = uids["solution"]
+        isolate.drop_privileges(uid, uid)
+        isolate.prctl(isolate.PR_SET_NO_NEW_PRIVS, 1)
+        isolate.prctl(isolate.PR_SET_PDEATHSIG, signal.SIGKILL)
+        isolate.install_seccomp([tester_pid])
+        os.chdir(WORKDIR)
+        env = dict(CHILD_ENV, HOME=WORKDIR, TMPDIR="/tmp")
+        os.execve(exe, [exe, "-I", "-S", "/sandbox/serve.py"], env)
     except BaseException as exc:
-        solution_missing = isinstance(exc, ImportError) and exc.name == "solution"
-        blame = "solution" if solution_missing else "tests"
-        report({"e": "setup_error", "detail": "test setup: " + _describe(exc), "blame": blame})
-        return
-    report({"e": "loaded"})
-    for i, code in enumerate(tests):
-        status, detail = "pass", ""
         try:
-            exec(compile(code, f"test_{i}", "exec"), namespace)
-        except MemoryError:
-            status, detail = "crash", "MemoryError (memory limit)"
-        except OSError as exc:
-            status = "crash" if exc.errno == errno.EFBIG else "fail"
-            detail = ("file size limit: " if status == "crash" else "") + _describe(exc)
-        except BaseException as exc:
-            status, detail = "fail", _describe(exc)
-        report({"e": "test", "i": i, "status": status, "detail": detail})
-    report({"e": "done"})
+            os.write(2, f"sandbox: the solution process could not start: {exc!r}\n".encode())
+        except BaseException:
+            pass
+    os._exit(127)
 
 
 if __name__ == "__main__":

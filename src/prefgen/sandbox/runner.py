@@ -1,33 +1,24 @@
-"""Run untrusted Python (a model's solution plus its unit tests) in a locked-down child.
+"""Run untrusted Python (a model's solution) against trusted unit tests, and get a verdict the
+solution cannot forge.
 
-Code verifiers (PLUM) execute LLM-written code: it must not read the pipeline's secrets, reach
-the network, fill the disk, exhaust the host, or fake its own pass. Linux only; every layer is
-detected at run time and listed in `SandboxResult.mechanisms` (docs/sandbox.md has what was
-measured where).
+Code verifiers (PLUM) execute LLM-written code: it must not read the pipeline's secrets, reach the
+network or the host's sockets, write outside its scratch space, exhaust the host, or fake its own
+pass. Linux only. docs/sandbox.md has the full design, what each host mode guarantees and what was
+measured; in short:
 
-How: the child side (`prefgen.sandbox.child`) runs as `python -I -S sandbox_child.py` (no
-site-packages, no script dir on sys.path, PYTHON* ignored) in its own session with a
-two-variable environment, so the parent's environment never reaches it. The runner unshares PID, network and IPC namespaces
-and forks an init (pid 1 of the new PID namespace), which unshares the mount namespace, hides
-/root, /home and the temp dirs behind tmpfs (re-binding the Python install read-only), mounts a
-fresh /proc and forks the harness. The harness gets an empty tmpfs work dir, rlimits (CPU, address
-space, processes, file size, no core), a fresh unprivileged uid when started as root (it refuses
-to run as root) and no_new_privs; then it loads the solution and runs each test, writing one
-record per test to a pipe at a random fd, tagged with a random nonce. The runner enforces the
-wall limit by killing init, which takes the whole PID namespace (every descendant) with it. A
-test passes only if its record arrives, in order, after it ran: exit codes never count.
-
-What is NOT covered:
-- Forging from inside the process. The solution shares the harness's process, so deliberate
-  code can find the fd and nonce (stack frames, gc) or monkeypatch the harness. The protocol
-  stops accidental and naive cheating (printing "PASS", exiting 0 early, forked children
-  reporting), not an adversary. Objects whose __eq__ is always True also pass `==` asserts.
-- The kernel: no seccomp filter; a kernel exploit escapes everything.
-- Aggregate memory: RLIMIT_AS is per process, so one run may use max_processes x memory_mb
-  (no cgroup), plus up to 3 x workdir_mb of tmpfs.
-- Reads of world-readable files outside the hidden dirs (/etc, /usr, the project checkout).
-- Without root (no uid drop, no namespaces) only rlimits apply: the network is reachable, a
-  daemonised descendant can outlive the run, and files are writable wherever the user can write.
+- Two processes. The solution runs alone in a fresh interpreter; the tests run in a separate
+  tester process that never executes solution code: every use of a solution name is a call over
+  a socket, and only plain data (ints, strings, containers...) comes back by value. The tester
+  alone holds the result pipe. So patching, printing, exiting, signalling or walking the stack
+  in the solution process can change its answers, never the verdict.
+- Isolation (`isolate`): PID, network, IPC, UTS and mount namespaces (as root directly, otherwise
+  in an unprivileged user namespace), a pivot_root into a read-only view of /usr, /etc and the
+  Python install with a private /tmp and /dev/shm as the only writable places, a fresh /proc, no
+  capabilities, no_new_privs, a seccomp filter (no new namespaces or mounts, no memfd or SysV/POSIX
+  IPC, no ptrace, no signals to the tester), rlimits, and per-run cgroups where the host allows.
+- Fail closed: a host that cannot provide the namespaces gets no run at all, and any setup
+  error, unexpected exit or protocol anomaly is a `sandbox_error` or `tampered` result, which
+  scores 0. A test passes only from the tester's record written after it ran.
 """
 
 from __future__ import annotations
@@ -36,7 +27,6 @@ import json
 import os
 import secrets
 import selectors
-import shutil
 import signal
 import subprocess
 import sys
@@ -45,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from prefgen.sandbox import cgroup
 from prefgen.sandbox import child as sandbox_child
 from prefgen.sandbox.child import CHILD_ENV, DETAIL_CHARS
 
@@ -55,6 +46,7 @@ __all__ = ["SandboxResult", "TestCase", "TestOutcome", "run_tests"]
 
 GRACE_S = 5.0  # host backstop past wall_s; the runner itself kills at wall_s
 MAX_CHANNEL_BYTES = 1 << 20
+LIMIT_FIELDS = ("wall_s", "cpu_s", "memory_mb", "max_processes", "max_file_mb", "workdir_mb")
 
 
 @dataclass
@@ -88,7 +80,9 @@ class SandboxResult:
 
     @property
     def passed(self) -> int:
-        return 0 if self.status == "tampered" else sum(t.status == "pass" for t in self.tests)
+        if self.status in ("tampered", "sandbox_error"):
+            return 0
+        return sum(t.status == "pass" for t in self.tests)
 
 
 # ---- host side ---------------------------------------------------------------------------------
@@ -97,19 +91,35 @@ class SandboxResult:
 def run_tests(
     solution: str, setup: str, tests: list[TestCase], cfg: CodeVerifierConfig
 ) -> SandboxResult:
-    """Run `setup` then each test against `solution` in a fresh sandbox; never raises on bad code."""
-    nonce = secrets.token_hex(16)
+    """Run `setup` then each test against `solution` in a fresh sandbox; never raises on bad code.
+
+    A setup failure is blamed on the tests only when the same setup fails the same way against an
+    empty solution in a second run: otherwise a solution could break the setup on purpose and get
+    "the tests are broken" (unscored) instead of a failing score."""
+    result = _run_once(solution, setup, tests, cfg)
+    if result.status == "setup_error" and result.blame == "tests" and solution.strip():
+        control = _run_once("", setup, tests, cfg)
+        if not (control.status == "setup_error" and control.detail == result.detail):
+            result.blame = "solution"
+            result.detail = (result.detail + " (the setup runs without this solution)")[
+                :DETAIL_CHARS
+            ]
+    return result
+
+
+def _run_once(solution: str, setup: str, tests: list[TestCase], cfg) -> SandboxResult:
+    run_id = secrets.token_hex(6)
+    limits = {k: getattr(cfg, k) for k in LIMIT_FIELDS}
+    groups, why_not = cgroup.create(run_id, int(cfg.memory_mb), int(cfg.max_processes))
     read_fd, write_fd = os.pipe()
-    workdir = tempfile.mkdtemp(prefix="prefgen-sandbox-")
     payload = {
         "solution": solution,
         "setup": setup,
         "tests": [t.code for t in tests],
-        "nonce": nonce,
         "result_fd": write_fd,
-        "workdir": workdir,
-        **{k: getattr(cfg, k) for k in ("wall_s", "cpu_s", "memory_mb", "max_processes")},
-        **{k: getattr(cfg, k) for k in ("max_file_mb", "workdir_mb")},
+        "cgroups": groups.procs_files() if groups else None,
+        "no_cgroup": why_not,
+        **limits,
     }
     start = time.monotonic()
     try:
@@ -139,8 +149,14 @@ def run_tests(
         for fd in (read_fd, write_fd):
             if fd >= 0:
                 os.close(fd)
-        shutil.rmtree(workdir, ignore_errors=True)
-    result = _classify(channel, control, host_killed, nonce, tests, cfg)
+        oom = groups.oom_kills("solution") if groups else 0
+        if groups:
+            groups.remove()
+    result = _classify(channel, control, host_killed, tests, cfg, oom)
+    if groups:
+        result.mechanisms["memory"] = groups.describe()
+    else:  # init describes its own watch; without a run that got that far, say what is known
+        result.mechanisms.setdefault("memory", f"no cgroup ({why_not})")
     result.output, result.wall_s = tail, round(time.monotonic() - start, 3)
     return result
 
@@ -175,35 +191,52 @@ def _collect(proc: subprocess.Popen, read_fd: int, deadline: float) -> tuple[byt
     return data[read_fd], data[control_fd], killed
 
 
-def _classify(channel, control, host_killed, nonce, tests, cfg) -> SandboxResult:
-    """Turn the records into per-test outcomes. Only records with the nonce, in order, count."""
-    ctl = {}
+def _records(channel: bytes) -> list[dict] | None:
+    """The tester's records; None if the channel holds anything else (it never should)."""
+    out = []
+    for line in channel.decode("utf-8", "replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(rec, dict):
+            return None
+        out.append(rec)
+    return out
+
+
+def _classify(channel, control, host_killed, tests, cfg, oom_kills=0) -> SandboxResult:
+    """Turn the tester's records and the exit statuses into per-test outcomes."""
+    ctl: dict = {}
+    mechanisms: dict = {}
     for line in control.decode("utf-8", "replace").splitlines():
         try:
-            ctl.update(json.loads(line))
+            rec = json.loads(line)
         except ValueError:
-            pass
-    mechanisms = dict(ctl.get("mechanisms", {}))
+            continue
+        if isinstance(rec, dict):
+            mechanisms.update(rec.pop("mechanisms", None) or {})
+            ctl.update(rec)
     outcomes: list[TestOutcome] = []
-    phase, status, detail, blame = "start", None, "", ""
-    for line in channel.decode("utf-8", "replace").splitlines():
-        tag, _, body = line.partition(" ")
-        if tag != nonce:
-            continue  # not from the harness: ignored
-        try:
-            rec = json.loads(body)
-            event = rec["e"]
-        except (ValueError, KeyError, TypeError):
-            phase, status = "tampered", "tampered"
-            break
+    phase, status, detail, blame, lost = "start", None, "", "", None
+    records = _records(channel)
+    if records is None:
+        status, detail = "sandbox_error", "unreadable record on the result channel"
+        records = []
+    for rec in records:
+        event = rec.get("e")
         if phase == "start" and event == "sandbox":
-            mechanisms.update(rec.get("mechanisms", {}))
+            mechanisms.update(rec.get("mechanisms") or {})
             phase = "sandbox"
-            if rec.get("error"):
-                status, detail = "sandbox_error", rec["error"]
+        elif event == "error":
+            status, detail = "sandbox_error", str(rec.get("detail", ""))
+            break
+        elif phase in ("sandbox", "tests") and event == "lost":
+            lost = rec
+            break
         elif phase == "sandbox" and event in ("load_error", "setup_error"):
-            status, detail, phase = event, rec.get("detail", ""), "end"
-            blame = rec.get("blame", "solution")
+            status, detail, phase = event, str(rec.get("detail", "")), "end"
+            blame = "solution" if event == "load_error" else str(rec.get("blame", "solution"))
         elif phase == "sandbox" and event == "loaded":
             phase = "tests"
         elif phase == "tests" and event == "test" and rec.get("i") == len(outcomes) < len(tests):
@@ -212,34 +245,63 @@ def _classify(channel, control, host_killed, nonce, tests, cfg) -> SandboxResult
         elif phase == "tests" and event == "done" and len(outcomes) == len(tests):
             phase, status = "end", "ok"
         else:
-            phase, status, detail = "tampered", "tampered", f"unexpected record {event!r}"
+            status, detail = "sandbox_error", f"unexpected record {event!r} in phase {phase}"
             break
-    if ctl.get("error") and status is None:
-        status, detail = "sandbox_error", ctl["error"]
-    running = None  # status of the test that was running when the run ended
+    if status is None and ctl.get("error"):
+        status, detail = "sandbox_error", str(ctl["error"])
+    running = None  # (status, detail) of the test that was running when the run ended
     if status is None:
-        wait = ctl.get("harness_status")
-        if host_killed or ctl.get("timed_out"):
-            status, running = "timeout", ("timeout", f"wall-time limit {cfg.wall_s}s")
-        elif wait is None:
-            status, detail = "sandbox_error", "no exit status from the sandbox init"
-        elif os.WIFSIGNALED(wait):
-            sig = os.WTERMSIG(wait)
-            cpu_hit = sig == signal.SIGXCPU or ctl.get("cpu_s", 0) >= cfg.cpu_s - 0.05
-            if cpu_hit and sig in (signal.SIGXCPU, signal.SIGKILL):
-                status, running = "cpu_limit", ("timeout", f"CPU-time limit {cfg.cpu_s}s")
-            else:
-                status, running = "crashed", ("crash", f"killed by {_signal_name(sig)}")
-        else:
-            code = os.WEXITSTATUS(wait)
-            status, running = "exited", ("crash", f"process exited with code {code}")
-        if phase in ("start", "sandbox"):
-            detail, running = (running[1] if running else detail) + " before the tests ran", None
-        elif running:
-            detail = running[1]
+        oom_kills = oom_kills or ctl.get("memory_kills", 0)  # the cgroup's, or init's watch
+        status, running = _ending(ctl, lost, host_killed, cfg, oom_kills)
+        detail = running[1]
+        if lost and lost.get("phase") == "start" or status == "sandbox_error":
+            running = None
+        elif phase != "tests":
+            detail, running = detail + " before the tests ran", None
+    reason = f"not run: {status}" + (f" ({detail})" if detail else "")
     for i, test in enumerate(tests[len(outcomes) :]):
-        outcomes.append(TestOutcome(test.name, *(running if running and i == 0 else ("not_run",))))
+        mine = running if running and i == 0 else ("not_run", reason[:DETAIL_CHARS])
+        outcomes.append(TestOutcome(test.name, *mine))
     return SandboxResult(status, outcomes, detail[:DETAIL_CHARS], mechanisms, blame=blame)
+
+
+def _ending(ctl: dict, lost: dict | None, host_killed: bool, cfg, oom_kills: int):
+    """(run status, (test status, detail)) for a run that stopped before its `done` record."""
+    if host_killed or ctl.get("timed_out"):
+        return "timeout", ("timeout", f"wall-time limit {cfg.wall_s}s")
+    if lost is None:  # the tester stopped without a verdict: it ran out of CPU, or it broke
+        wait = ctl.get("tester_status")
+        if isinstance(wait, int) and os.WIFSIGNALED(wait) and _cpu_hit(wait, ctl, "tester", cfg):
+            return "cpu_limit", ("timeout", f"CPU-time limit {cfg.cpu_s}s (in the tests)")
+        return "sandbox_error", ("crash", f"the tester ended without a verdict ({_wait(wait)})")
+    wait = ctl.get("solution_status")
+    if lost.get("phase") == "start":
+        return "sandbox_error", ("crash", f"the solution process failed to start ({_wait(wait)})")
+    if ctl.get("solution_killed") or not isinstance(wait, int):
+        why = str(lost.get("why", ""))
+        return "tampered", ("crash", f"the solution process broke the call protocol: {why}")
+    if os.WIFSIGNALED(wait):
+        sig = os.WTERMSIG(wait)
+        if _cpu_hit(wait, ctl, "solution", cfg):
+            return "cpu_limit", ("timeout", f"CPU-time limit {cfg.cpu_s}s")
+        if sig == signal.SIGKILL and oom_kills:
+            return "crashed", ("crash", f"killed by SIGKILL (memory limit {cfg.memory_mb} MB)")
+        return "crashed", ("crash", f"killed by {_signal_name(sig)}")
+    return "exited", ("crash", f"process exited with code {os.WEXITSTATUS(wait)}")
+
+
+def _cpu_hit(wait: int, ctl: dict, role: str, cfg) -> bool:
+    sig = os.WTERMSIG(wait)
+    used = ctl.get(f"{role}_cpu_s", 0) or 0
+    return sig == signal.SIGXCPU or (sig == signal.SIGKILL and used >= cfg.cpu_s - 0.05)
+
+
+def _wait(wait) -> str:
+    if not isinstance(wait, int):
+        return "no exit status"
+    if os.WIFSIGNALED(wait):
+        return f"killed by {_signal_name(os.WTERMSIG(wait))}"
+    return f"exit code {os.WEXITSTATUS(wait)}"
 
 
 def _signal_name(number: int) -> str:
