@@ -49,7 +49,12 @@ def test_quickstart_loads_typed():
     assert all(isinstance(m, ModelConfig) for m in cfg.generate.models)
     helpful = cfg.generate.models[0]
     assert isinstance(helpful.temperature, float) and helpful.temperature == 0.7
-    assert helpful.num_cpus == 1.75 and helpful.batch_size == 6 and helpful.engine == "transformers"
+    assert (
+        helpful.num_cpus == 0.875
+        and helpful.concurrency == 2
+        and helpful.batch_size == 6
+        and helpful.engine == "transformers"
+    )
     assert helpful.max_tokens is None  # inherits generate.max_tokens
     assert cfg.generate.models[2].max_tokens == 48
     (judge,) = cfg.judge.llm

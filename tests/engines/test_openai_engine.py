@@ -275,6 +275,11 @@ def test_pipeline_with_an_openai_generator_records_usage(ray_session, server, tm
             f"{api}.api_key_env={KEY_ENV}",
             f"{api}.path=smol",
             f"{api}.max_requests=50",
+            # an HTTP client, not a model: a small pool beside the shared SmolLM2 one
+            f"{api}.concurrency=1",
+            f"{api}.num_cpus=0.1",
+            *[f"{k}.concurrency=1" for k in ("generate.models.1", "generate.models.2")],
+            "judge.llm.0.model.concurrency=1",
         ],
     )
     run(cfg)

@@ -166,7 +166,7 @@ def test_resources_streaming_phased_and_gpus(quickstart):
     phased.execution.mode = "phased"
     phased.generate.models[0].path = "/models/other"  # other weights: a pool of its own
     phased.generate.models[0].num_cpus = 0.5
-    assert [p.cpus for p in model_pools(phased)] == [0.5, 1.75]
+    assert [p.cpus for p in model_pools(phased)] == [1.0, 1.75]  # x concurrency 2
     check_resources(phased, {"CPU": 2.0})
     assert "judge.llm.0.model" in _problems(lambda: check_resources(phased, {"CPU": 1.9}))[0]
     # vLLM on GPUs: tensor x pipeline parallel GPUs per engine, times the engines
@@ -183,5 +183,5 @@ def test_resources_streaming_phased_and_gpus(quickstart):
 
 def test_cluster_check_on_the_local_ray(quickstart, ray_session):
     check_cluster(quickstart)  # the session's Ray has 2 CPUs: the quickstart fits
-    quickstart.generate.models[0].concurrency = 2
+    quickstart.generate.models[0].concurrency = 3
     assert "the run would hang" in _problems(lambda: check_cluster(quickstart))[0]

@@ -40,6 +40,8 @@ SMALL = [
     # one torch thread everywhere, so every run (one shared pool or several) samples alike
     *[f"generate.models.{i}.num_cpus=0.5" for i in range(3)],
     "judge.llm.0.model.num_cpus=0.5",
+    *[f"generate.models.{i}.concurrency=1" for i in range(3)],
+    "judge.llm.0.model.concurrency=1",
 ]
 # A pool per model, so phased mode has a phase per generator and one for the judge.
 SEPARATE = [*[f"generate.models.{i}.separate_pool=true" for i in range(3)],

@@ -129,7 +129,7 @@ class CodeVerifierConfig(Section):
     tests_field: str = Field(default="tests", description="Prompt record field holding the tests.")
     wall_s: float = Field(default=10.0, gt=0, le=3600, description="Wall-clock limit per run.")
     cpu_s: int = Field(default=5, ge=1, le=3600, description="CPU-time limit per run.")
-    memory_mb: int = Field(default=512, ge=16, le=1_048_576, description="Memory limit per run.")
+    memory_mb: int = Field(default=512, ge=1, le=1_048_576, description="Memory limit per run.")
     max_processes: int = Field(default=32, ge=1, le=4096, description="Process-count limit.")
     max_file_mb: int = Field(default=16, ge=1, le=1_048_576, description="Largest file written.")
     workdir_mb: int = Field(
