@@ -18,7 +18,8 @@ phase reports mean/max utilization and peak memory over its own time span.
     .venv/bin/python bench/gpu_check.py                        # 16 prompts, 64 tokens
     .venv/bin/python bench/gpu_check.py --limit 4 --max-tokens 16 --skip-vllm   # smoke
 
-Without a GPU it exits at once with status 2 and says why (tested in tests/test_gpu_check.py).
+Without a GPU it exits at once with status 2 and says why (tested in tests/bench/test_gpu_check.py);
+any failed phase (vLLM not importable included, unless --skip-vllm) makes it exit 1.
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ def quickstart_config(args, output: Path, engine: str, model_dir: str | None = N
         if engine == "vllm":
             overrides += [
                 f"generate.models.{i}.engine=vllm",
+                f"generate.models.{i}.device=cuda",
                 f"generate.models.{i}.path={model_dir}",
                 f"generate.models.{i}.dtype=bfloat16",
                 f"generate.models.{i}.engine_kwargs={{gpu_memory_utilization: 0.3}}",
@@ -276,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.skip_vllm:
                 pass
             elif importlib.util.find_spec("vllm") is None:
-                results["vllm"] = "not importable: skipped"
+                phases["quickstart, vllm"] = {"error": "vllm is not importable (make setup-vllm)"}
             else:
                 from prefgen.engines.model_source import locate_model, prepare_model_dir
 
@@ -292,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(results, indent=2))
     print(table(results))
     print(f"wrote {out}")
+    failed = [name for name, res in results["phases"].items() if "error" in res]
+    if failed:  # a check that fails must fail the command, not only its table row
+        print(f"gpu_check: failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

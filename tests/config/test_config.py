@@ -210,7 +210,7 @@ def test_yaml_list_at_top_level_is_a_config_error(tmp_path):
         ("judge.llm.0.rubric=nonsense", "judge.llm.0.rubric"),
         ("pairing.strategy=best_of_all", "pairing.strategy"),
         ("generate.models.1.engine=onnx", "generate.models.1.engine"),
-        ("judge.llm.0.model.engine=vllm", "judge.llm.0.model.engine"),
+        ("judge.llm.0.model.engine=onnx", "judge.llm.0.model.engine"),
         ("judge.weights.helpfulness=1.0", "judge.weights.helpfulness"),
         ("generate.models.0.name=smol-terse", "generate.models"),
         ("generate.models=[]", "generate.models"),

@@ -67,11 +67,4 @@ class GenerateConfig(Section):
                 raise Invalid(key, "needs a weight > 0")
         if self.principles and self.models and all(m.system_prompt for m in self.models):
             raise Invalid("principles", "every model sets its own system_prompt, which wins")
-        for i, m in enumerate(self.models):
-            if m.engine == "vllm" and (k is not None or self.principles or m.verbalized_k):
-                raise Invalid(
-                    f"models.{i}.engine",
-                    "models_per_prompt, principles and verbalized_k need the transformers or "
-                    "openai engine (the vllm processor does not implement them)",
-                )
         return self

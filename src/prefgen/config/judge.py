@@ -107,8 +107,11 @@ class LLMJudgeConfig(Section):
     def _engines(self) -> LLMJudgeConfig:
         if self.kind == "cdr":  # teacher-forced response log-probs
             for key, model in (("model", self.model), ("weak_model", self.weak_model)):
-                if model is not None and model.engine not in ("transformers", "echo"):
-                    raise Invalid(f"{key}.engine", "cdr runs on the transformers engine")
+                if model is not None and model.engine not in ("transformers", "vllm", "echo"):
+                    raise Invalid(
+                        f"{key}.engine",
+                        "cdr needs response log-probabilities: transformers or vllm",
+                    )
         return self
 
 

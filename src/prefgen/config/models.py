@@ -72,6 +72,11 @@ class ModelConfig(Section):
     batch_size: int = Field(default=8, ge=1, le=MAX_BATCH, description="Requests per engine call.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    chat_template: str | None = Field(
+        default=None,
+        description="A Jinja chat template replacing the model's own (both engines render "
+        "prompts with it); a conversation it refuses becomes a rejected row, not a failed run.",
+    )
     max_model_len: int | None = Field(
         default=None,
         ge=16,
@@ -165,6 +170,7 @@ class ModelConfig(Section):
             self.num_gpus > 0,
             self.dtype,
             self.max_model_len,
+            self.chat_template,
             self.tensor_parallel_size,
             self.pipeline_parallel_size,
             self.base_url,

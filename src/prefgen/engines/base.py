@@ -36,3 +36,13 @@ class Engine(Protocol):
     def response_logprobs(
         self, conversations: list[list[dict]], responses: list[str]
     ) -> list[float | None]: ...
+
+
+TEMPLATE_ERROR = "error: chat_template"
+
+
+def template_error(exc: BaseException) -> Completion:
+    """The completion of a request whose conversation the chat template refuses (a template
+    that allows no system turn, say): an input error of that row, never a retry."""
+    detail = " ".join(str(exc).split())[:200]
+    return Completion("", f"{TEMPLATE_ERROR} ({type(exc).__name__}: {detail})", 0)

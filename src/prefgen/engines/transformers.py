@@ -14,7 +14,7 @@ from collections import defaultdict
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor
 
-from prefgen.engines.base import Completion, GenerationRequest
+from prefgen.engines.base import Completion, GenerationRequest, template_error
 from prefgen.engines.model_source import locate_model, prepare_model_dir
 
 _STEP_STRIDE = 0x9E3779B1  # decorrelates the per-step seeds of one row
@@ -62,6 +62,7 @@ class TransformersEngine:
         dtype: str = "auto",
         max_model_len: int | None = None,
         num_threads: int | None = None,
+        chat_template: str | None = None,
     ):
         if num_threads:
             torch.set_num_threads(num_threads)
@@ -79,6 +80,7 @@ class TransformersEngine:
         )
         self.model.to(self.device).eval()
         # None: the model's own context window
+        self.chat_template = chat_template
         self.max_model_len = max_model_len or getattr(
             self.model.config, "max_position_embeddings", 2048
         )
@@ -92,14 +94,19 @@ class TransformersEngine:
         # 1 thread 34).
         threads = max(1, int(model_cfg.num_cpus + 1e-9)) if model_cfg.num_gpus == 0 else None
         return cls(
-            model_cfg.path, model_cfg.device, model_cfg.dtype, model_cfg.max_model_len, threads
+            model_cfg.path,
+            model_cfg.device,
+            model_cfg.dtype,
+            model_cfg.max_model_len,
+            threads,
+            model_cfg.chat_template,
         )
 
     # -- prompts -------------------------------------------------------------------------------
 
     def chat_text(self, messages: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
+            messages, tokenize=False, add_generation_prompt=True, chat_template=self.chat_template
         )
 
     def count_tokens(self, messages: list[dict]) -> int:
@@ -114,7 +121,14 @@ class TransformersEngine:
         for i, r in enumerate(requests):
             groups[(r.max_tokens, r.temperature, r.top_p, r.top_k)].append(i)
         for (max_tokens, temperature, top_p, top_k), idx in groups.items():
-            texts = [self.chat_text(requests[i].messages) for i in idx]
+            texts = {}
+            for i in idx:
+                try:
+                    texts[i] = self.chat_text(requests[i].messages)
+                except Exception as exc:  # noqa: BLE001 - the template refuses this conversation
+                    results[i] = template_error(exc)
+            idx = [i for i in idx if i in texts]
+            texts = [texts[i] for i in idx]
             lengths = [len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
             runnable = []
             for i, text, n in zip(idx, texts, lengths):

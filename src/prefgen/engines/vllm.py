@@ -141,6 +141,7 @@ class VLLMEngine:
         threads: int | None = None,
         tensor_parallel_size: int = 1,
         pipeline_parallel_size: int = 1,
+        chat_template: str | None = None,
         **engine_kwargs: Any,
     ):
         on_cpu = device == "cpu" or (device == "auto" and not _cuda_available())
@@ -158,6 +159,7 @@ class VLLMEngine:
         if tensor_parallel_size * pipeline_parallel_size > 1:
             kwargs.setdefault("distributed_executor_backend", "ray")
         os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines drown progress
         os.environ.setdefault("DO_NOT_TRACK", "1")
         from vllm import LLM
 
@@ -170,6 +172,7 @@ class VLLMEngine:
             enforce_eager=kwargs.pop("enforce_eager", on_cpu),  # no compile warm-up on CPU
             **kwargs,
         )
+        self.chat_template = chat_template
         config = self.llm.llm_engine.vllm_config.model_config
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = config.max_model_len
@@ -193,6 +196,7 @@ class VLLMEngine:
             threads=threads,
             tensor_parallel_size=model_cfg.tensor_parallel_size,
             pipeline_parallel_size=model_cfg.pipeline_parallel_size,
+            chat_template=model_cfg.chat_template,
             **model_cfg.engine_kwargs,
         )
 
@@ -200,7 +204,7 @@ class VLLMEngine:
 
     def chat_text(self, messages: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
+            messages, tokenize=False, add_generation_prompt=True, chat_template=self.chat_template
         )
 
     def _ids(self, text: str) -> list[int]:

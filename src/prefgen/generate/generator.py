@@ -43,8 +43,9 @@ import time
 from dataclasses import dataclass
 
 from prefgen.config import GenerateConfig, ModelConfig
-from prefgen.data.rows import is_ok, stable_hash, stable_seed
+from prefgen.data.rows import is_ok, reject, stable_hash, stable_seed
 from prefgen.engines import Completion, GenerationRequest
+from prefgen.engines.base import TEMPLATE_ERROR
 from prefgen.generate.verbalized import split_verbalized, with_verbalized_instruction
 
 _UNIT = 16**15  # stable_seed is 15 hex digits: stable_seed(...) / _UNIT is uniform on [0, 1)
@@ -201,7 +202,10 @@ class GenerateStage:
             completions = self.engine.generate([c.request for c in calls])
             share = (time.perf_counter() - start) / len(calls)
             for call, completion in zip(calls, completions):
-                self._append(rows[call.row], call, completion, share)
+                if completion.finish_reason.startswith(TEMPLATE_ERROR):  # the row's own fault
+                    reject(rows[call.row], "generate", completion.finish_reason)
+                elif is_ok(rows[call.row]):
+                    self._append(rows[call.row], call, completion, share)
         return rows
 
     def _assigned(self, prompt_id: str) -> list[str]:

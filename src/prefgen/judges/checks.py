@@ -28,8 +28,6 @@ def check_judges(cfg: PipelineConfig) -> Iterator[tuple[str, str]]:
     known = sorted({*RUBRICS, *cfg.judge.rubrics})
     for i, j in enumerate(cfg.judge.llm):
         key = f"judge.llm.{i}"
-        if j.model.engine == "vllm":  # the vLLM processor path scores pointwise rubrics only
-            yield f"{key}.model.engine", "judges run on the transformers or openai engine"
         if j.rubric not in known:
             yield f"{key}.rubric", f"unknown rubric {j.rubric!r}; known: {', '.join(known)}"
             continue
