@@ -31,7 +31,7 @@ except ImportError:
         pytest.skip("vllm is not installed (PREFGEN_ALLOW_NO_VLLM=1)", allow_module_level=True)
     raise RuntimeError(
         "vllm is not installed: run `make setup-vllm` (or set PREFGEN_ALLOW_NO_VLLM=1)"
-    )
+    ) from None
 
 QUICKSTART_VLLM = ROOT / "pipelines" / "quickstart-vllm.yaml"
 REFUSED = "REFUSE-THIS-TURN"
