@@ -492,3 +492,21 @@ def test_reference_travels_from_the_record_to_the_judge_prompt(engine):
     user = seen[0][1]["content"]
     assert "[Reference answer]" in user and "\n12\n" in user
     assert 1 <= row["responses"][0]["scores"]["j"] <= 10
+
+
+def test_lsh_near_dup_finds_what_the_exact_pass_finds():
+    """Unit vectors with a shared component (unrelated prompts at cosine ~0.3, as sentence
+    embeddings are) and injected near-copies: the SimHash pass flags the same rows, with the
+    same kept originals, as the exact pass."""
+    from prefgen.ingest.near_dup import find_near_duplicates_lsh
+
+    rng = np.random.default_rng(7)
+    topic = rng.standard_normal(64)
+    base = 0.65 * topic + rng.standard_normal((600, 64))
+    for i in range(0, 600, 6):  # every sixth row is copied, slightly perturbed, further on
+        base[(i * 5 + 11) % 600] = base[i] + 0.15 * rng.standard_normal(64)
+    vectors = (base / np.linalg.norm(base, axis=1, keepdims=True)).astype(np.float32)
+    exact = find_near_duplicates(vectors, 0.9)
+    assert sum(h is not None for h in exact) >= 15  # the copies really are above threshold
+    lsh = find_near_duplicates_lsh(vectors, 0.9)
+    assert [h and h[0] for h in lsh] == [h and h[0] for h in exact]

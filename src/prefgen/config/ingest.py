@@ -92,6 +92,14 @@ class NearDupConfig(Section):
     num_cpus: float = Field(default=1.0, ge=0, le=MAX_CPUS, description="CPUs per actor.")
     num_gpus: float = Field(default=0.0, ge=0, le=MAX_GPUS, description="GPUs per actor.")
     max_length: int = Field(default=256, ge=1, le=65_536, description="Tokens per prompt.")
+    method: Literal["auto", "exact", "lsh"] = Field(
+        default="auto",
+        description="exact: all pairs, O(n^2); lsh: SimHash band candidates, near linear; "
+        "auto: exact below exact_below prompts, else lsh.",
+    )
+    exact_below: int = Field(default=20_000, ge=0, description="auto: exact below this many.")
+    lsh_bands: int = Field(default=64, ge=1, le=1024, description="lsh: bands per signature.")
+    lsh_bits: int = Field(default=16, ge=1, le=62, description="lsh: hyperplane bits per band.")
     chunk_rows: int = Field(
         default=4096,
         ge=1,
