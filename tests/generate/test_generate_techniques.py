@@ -266,7 +266,6 @@ def test_ultrafeedback_style_generate_section_loads(tmp_path):
         ),
         ("generate.principles.honesty=[]", "generate.principles.honesty"),
         ("generate.models.2.verbalized_k=0", "generate.models.2.verbalized_k"),
-        ("generate.models.0.engine=vllm", "generate.models.0.engine"),
     ],
 )
 def test_bad_technique_options_name_the_key(tmp_path, override, key):

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from prefgen.pairing.reward_filter import (
-    LocalRewardClient,
-    apply_filter,
-    filter_decision,
-    pair_items,
-)
+from prefgen.pairing.reward_filter import apply_filter, filter_decision, pair_items
+from prefgen.reward.client import LocalRewardClient
 
 
 def _pair(pid: str, chosen: str, rejected: str) -> dict:

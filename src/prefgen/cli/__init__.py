@@ -30,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     train_p.add_argument(
         "overrides", nargs="*", help="dotted overrides, e.g. data.path=RUN_DIR output.path=DIR"
     )
+    loop_p = sub.add_parser(
+        "loop",
+        help="rounds of run -> train-rm -> serve -> routed run: prefgen loop CONFIG [key=value ...]",
+    )
+    loop_p.add_argument("config", help="e.g. pipelines/loop.yaml")
+    loop_p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. output=DIR")
     eval_p = sub.add_parser("eval-rm", help="evaluate a reward model on preference pairs")
     eval_p.add_argument("--model", required=True, help="saved reward model dir (path or URL)")
     eval_p.add_argument("--data", required=True, help="pairs: run dir, file, dir or glob (URL)")
@@ -68,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         return _status(args.output)
     if args.command == "train-rm":
         return _train_rm(args.config, args.overrides)
+    if args.command == "loop":
+        return _loop(args.config, args.overrides)
     if args.command == "eval-rm":
         return _eval_rm(args.model, args.data, args.out)
     return 2
@@ -201,6 +209,38 @@ def _train_rm(config_path: str, overrides: list[str]) -> int:
         f"  model           {result['model']}"
     )
     return 0
+
+
+def _loop(config_path: str, overrides: list[str]) -> int:
+    from prefgen.loop.rounds import Loop, load_loop
+    from prefgen.run.pipeline import OutputExists
+    from prefgen.run.preflight import PreflightError
+
+    try:
+        loop = Loop(load_loop(config_path, overrides))
+    except (ConfigError, ValueError) as exc:
+        print(f"prefgen: {exc}", file=sys.stderr)
+        return 2
+    try:
+        state = loop.run()
+    except (OutputExists, FileNotFoundError, PreflightError, ConfigError) as exc:
+        print(f"prefgen: {exc}", file=sys.stderr)
+        return 2
+    for record in state["rounds"]:
+        run, train = record["run"], record["train"]
+        judged = run["judged_share"]
+        print(
+            f"round {record['round']}: {run['pairs']} pairs from {run['prompts']} prompts, "
+            f"{'all' if judged is None or judged == 1 else f'{judged:.0%}'} judged by LLMs; "
+            f"reward model held-out accuracy {_fmt(train['eval_accuracy'])} "
+            f"({train['n_train']} training pairs)"
+        )
+    print(f"report: {state['report']}")
+    return 0
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _eval_rm(model: str, data: str, out: str) -> int:

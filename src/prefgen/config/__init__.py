@@ -32,6 +32,7 @@ from prefgen.config.pipeline import (
     PairingConfig,
     PipelineConfig,
     RayConfig,
+    RouteConfig,
 )
 from prefgen.config.reward import RewardTrainConfig
 
@@ -58,6 +59,7 @@ __all__ = [
     "QualityFilterConfig",
     "RayConfig",
     "RewardTrainConfig",
+    "RouteConfig",
     "RubricConfig",
     "Section",
     "SourceConfig",

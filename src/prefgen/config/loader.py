@@ -54,10 +54,15 @@ def load(
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: key '<top level>': must be a mapping of keys to values")
-    tree = OmegaConf.create(data)
+    names = _alias_names(schema)
+    tree = OmegaConf.create({names.get(k, k): v for k, v in data.items()})
     override_keys = []
     for text in overrides:
-        override_keys.append(_apply_override(tree, text))
+        key, sep, value = text.partition("=")
+        head, dot, rest = key.strip().partition(".")
+        override_keys.append(
+            _apply_override(tree, f"{names.get(head, head)}{dot}{rest}{sep}{value}")
+        )
 
     def origin_of(key: str) -> str:
         for o in override_keys:
@@ -83,6 +88,17 @@ def load(
             "\n".join(f"{origin_of(key)}: key '{key}': {msg}" for key, msg in problems)
         )
     return cfg
+
+
+def _alias_names(schema: type[BaseModel]) -> dict[str, str]:
+    """Other accepted names of top-level keys (TRL's, for train-rm) -> the field's own name,
+    so that `learning_rate=...` on the command line overrides the file's `lr:`."""
+    names = {}
+    for name, info in schema.model_fields.items():
+        for alias in getattr(info.validation_alias, "choices", ()):
+            if alias != name:
+                names[alias] = name
+    return names
 
 
 # -- YAML ----------------------------------------------------------------------------------

@@ -49,15 +49,14 @@ class PairingConfig(Section):
         return self
 
 
-class FilterConfig(Section):
-    """Optional online filter of pairs by a reward model (prefgen.pairing.reward_filter)."""
+class RewardClientConfig(Section):
+    """How a stage reaches a reward model: the endpoint over HTTP, or a local actor pool."""
 
     kind: Literal["none", "reward_model"] = "none"
     url: str | None = Field(
         default=None, description="Reward endpoint base URL (POST /v1/score); None: local pool."
     )
     model: str | None = Field(default=None, description="Reward model dir/URL for a local pool.")
-    min_margin: float = Field(default=0.0, description="Keep pairs with RM margin > this.")
     token_env: str | None = Field(
         default=None, description="Env var holding the endpoint's bearer token."
     )
@@ -68,9 +67,46 @@ class FilterConfig(Section):
     max_retries: int = Field(default=3, ge=0, le=100)
 
     @model_validator(mode="after")
-    def _target(self) -> FilterConfig:
+    def _target(self) -> RewardClientConfig:
         if self.kind == "reward_model" and not (self.url or self.model):
-            raise Invalid("url", "reward_model filter needs filter.url (endpoint) or filter.model")
+            raise Invalid(
+                "url", "kind reward_model needs url (the endpoint) or model (a local pool)"
+            )
+        return self
+
+
+class FilterConfig(RewardClientConfig):
+    """Optional online filter of pairs by a reward model (prefgen.pairing.reward_filter)."""
+
+    min_margin: float = Field(default=0.0, description="Keep pairs with RM margin > this.")
+
+
+class RouteConfig(RewardClientConfig):
+    """Routing by confidence (prefgen.judges.route): a reward model scores every response
+    first; a prompt whose best-worst reward gap is settled skips the LLM judges and is paired
+    on the rewards, the uncertain rest goes to the judges as usual."""
+
+    url: str | None = Field(
+        default=None,
+        description="Reward endpoint base URL (POST /v1/score); None: local pool. Not part of "
+        "the run's identity: model_version says which model scored.",
+        json_schema_extra={"identity": False},
+    )
+    band: float | None = Field(
+        default=None,
+        ge=0,
+        description="Judge a prompt iff its best-worst reward gap is below this "
+        "(`prefgen loop` sets it from a judging budget).",
+    )
+    model_version: str | None = Field(
+        default=None,
+        description="Which reward model scores (the endpoint's version), kept in the manifest.",
+    )
+
+    @model_validator(mode="after")
+    def _rule(self) -> RouteConfig:
+        if self.kind == "reward_model" and self.band is None:
+            raise Invalid("band", "routing needs route.band: the reward gap that settles a prompt")
         return self
 
 
@@ -127,6 +163,7 @@ class PipelineConfig(Section):
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     pairing: PairingConfig = Field(default_factory=PairingConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
+    route: RouteConfig = Field(default_factory=RouteConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     ray: RayConfig = Field(default_factory=RayConfig, json_schema_extra={"identity": False})
 

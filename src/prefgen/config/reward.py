@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 
 from prefgen.config.base import Invalid, Section
 from prefgen.config.pipeline import RayConfig
 
 
 class RewardDataConfig(Section):
-    path: str = Field(
+    path: str | list[str] = Field(
         min_length=1,
-        description="Pairs: prefgen run dir, Parquet/JSONL file, dir or glob; any fsspec URL.",
+        description="Pairs: prefgen run dir, Parquet/JSONL file, dir or glob; any fsspec URL; "
+        "or a list of them (read in order).",
     )
     storage_options: dict[str, Any] = Field(default_factory=dict)
 
@@ -26,6 +27,10 @@ class RewardOutputConfig(Section):
 
 
 class RewardTrainConfig(Section):
+    """`prefgen train-rm`. Where a knob means what TRL's RewardConfig means, TRL's name is
+    accepted too: learning_rate, num_train_epochs, eval_steps, center_rewards_coefficient,
+    gradient_accumulation_steps (batch_size is per pass across all workers, not per device)."""
+
     name: str = "reward"
     data: RewardDataConfig
     output: RewardOutputConfig
@@ -34,11 +39,24 @@ class RewardTrainConfig(Section):
         description="HF directory, .gguf file or package:NAME (encoder or decoder).",
     )
     max_length: int = Field(default=256, ge=8, le=131_072, description="Tokens per text.")
-    epochs: int = Field(default=1, ge=1, le=10_000)
-    batch_size: int = Field(
-        default=16, ge=1, le=65_536, description="Pairs per optimizer step, across all workers."
+    epochs: int = Field(
+        default=1, ge=1, le=10_000, validation_alias=AliasChoices("epochs", "num_train_epochs")
     )
-    lr: float = Field(default=5e-5, gt=0, le=1)
+    batch_size: int = Field(
+        default=16,
+        ge=1,
+        le=65_536,
+        description="Pairs per forward/backward pass, across all workers.",
+    )
+    gradient_accumulation_steps: int = Field(
+        default=1,
+        ge=1,
+        le=4096,
+        description="Passes per optimizer step: a step sees batch_size x this many pairs.",
+    )
+    lr: float = Field(
+        default=5e-5, gt=0, le=1, validation_alias=AliasChoices("lr", "learning_rate")
+    )
     weight_decay: float = Field(default=0.01, ge=0, le=10)
     warmup_ratio: float = Field(
         default=0.05, ge=0, lt=1, description="Linear warmup share; then linear decay to 0."
@@ -47,7 +65,12 @@ class RewardTrainConfig(Section):
     eval_fraction: float = Field(
         default=0.1, ge=0, lt=1, description="Share of prompts held out (by hash) for eval."
     )
-    eval_every_steps: int = Field(default=50, ge=1)
+    eval_every_steps: int = Field(
+        default=50,
+        ge=1,
+        validation_alias=AliasChoices("eval_every_steps", "eval_steps"),
+        description="Evaluate on the held-out pairs every this many optimizer steps.",
+    )
     checkpoint_every_steps: int = Field(default=100, ge=1)
     keep_checkpoints: int = Field(default=2, ge=1, le=1000, description="Newest kept.")
     max_steps: int | None = Field(
@@ -58,7 +81,10 @@ class RewardTrainConfig(Section):
         default=0.0, ge=0, description="0: plain BT; >0: demand a gap ~ the judges' margin."
     )
     center_weight: float = Field(
-        default=0.0, ge=0, description="Reward centering: + w * (r_c + r_r)^2."
+        default=0.0,
+        ge=0,
+        validation_alias=AliasChoices("center_weight", "center_rewards_coefficient"),
+        description="Reward centering: + w * (r_c + r_r)^2.",
     )
     aspects: list[str] = Field(
         default_factory=list,
@@ -66,8 +92,12 @@ class RewardTrainConfig(Section):
     )
     aspect_loss_weight: float = Field(default=1.0, ge=0)
     num_workers: int = Field(default=1, ge=1, le=4096, description="Ray Train workers (DDP).")
-    cpus_per_worker: float = Field(
-        default=1.0, gt=0, le=4096, description="Also the torch thread count."
+    cpus_per_worker: float | None = Field(
+        default=None,
+        gt=0,
+        le=4096,
+        description="CPUs each worker reserves, also its torch threads; unset: the CPUs free "
+        "when training starts, shared out among the workers.",
     )
     use_gpu: bool = False
     resume: bool = Field(

@@ -130,6 +130,7 @@ ROW_SCHEMA = pa.schema(
         ("assigned_models", pa.list_(pa.string())),  # generate.models_per_prompt
         ("prompt_quality", pa.float64()),  # ingest.quality_filter
         ("domain_tag", DOMAIN_TAG),  # ingest.domain_tagger
+        ("route", pa.string()),  # route: who labels the prompt (reward_model | judges)
         ("responses", pa.list_(RESPONSE)),
         ("judge_records", pa.list_(JUDGE_RECORD)),
         ("agreement", pa.list_(AGREEMENT)),
@@ -163,7 +164,7 @@ PAIR_SCHEMA = pa.schema(
         ("strength", pa.int8()),  # HelpSteer3-style -3..+3; > 0: chosen better (label_source)
         ("judge_agreement", pa.float64()),  # share of judges preferring chosen, ties half
         ("routing_score", pa.float64()),  # 0..1, how much the pair needs a human (Hybrid Prefs)
-        ("label_source", pa.string()),  # judge | human (after `prefgen audit merge`)
+        ("label_source", pa.string()),  # judge | reward_model (route) | human (audit merge)
     ]
 )
 

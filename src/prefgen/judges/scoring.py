@@ -8,7 +8,8 @@ Input: prompt rows whose responses carry judge scores. Output, per response:
 * `scores[<ensemble name>]`: the ensemble's aggregate of its members (each rescaled to 1-10),
   with the judges' agreement on the prompt in the row's `agreement`;
 * `overall`: the configured weighted mean of its scores, each first rescaled to 1-10, so the
-  pairing margin (default 2 on 1-10, COIG-P) means the same whichever scorers are on.
+  pairing margin (default 2 on 1-10, COIG-P) means the same whichever scorers are on; on a
+  prompt the reward model settled (`prefgen.judges.route`), the reward itself.
 
 `scoring_options(cfg)` builds every keyword argument `score_rows` takes from the config.
 """
@@ -22,6 +23,8 @@ from prefgen.data.rows import is_ok
 from prefgen.judges.aggregate import ensemble_score, judge_agreement, overall_score
 from prefgen.judges.math_verifier import verify_math
 from prefgen.judges.names import judge_score_names, score_scales
+from prefgen.judges.route import BY_REWARD
+from prefgen.judges.route import SCORE_NAME as REWARD_SCORE
 
 # score name -> {domain (lower case) or "default" -> cap, or None for "no cap there"}
 Caps = dict[str, dict[str, float | None]]
@@ -107,7 +110,11 @@ def score_row(
             response["judge_status"][ensemble.name] = (
                 "ok" if response["scores"][ensemble.name] is not None else "no_score"
             )
-        response["overall"] = overall_score(response["scores"], weights, scales)
+        response["overall"] = (
+            response["scores"].get(REWARD_SCORE)
+            if row.get("route") == BY_REWARD
+            else overall_score(response["scores"], weights, scales)
+        )
     if ensemble is not None and ensemble.members and row["responses"]:
         per_judge = {
             m: [r["scores"].get(m) for r in row["responses"]]

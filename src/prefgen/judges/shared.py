@@ -35,11 +35,12 @@ SKIPPED_SELF = "skipped_self"
 
 
 def judge_targets(rows: list[dict]) -> list[tuple[int, int]]:
-    """(row, response) positions worth judging: ok rows, responses with text."""
+    """(row, response) positions worth judging: ok rows the reward model did not settle
+    (`prefgen.judges.route`), responses with text."""
     return [
         (i, j)
         for i, row in enumerate(rows)
-        if is_ok(row)
+        if is_ok(row) and row.get("route") != "reward_model"
         for j, response in enumerate(row["responses"])
         if response["text"].strip() and not response["finish_reason"].startswith("error")
     ]

@@ -32,6 +32,8 @@ from collections.abc import Callable
 from typing import Any
 
 from prefgen.data.rows import is_ok
+from prefgen.judges.route import BY_REWARD
+from prefgen.judges.route import SCORE_NAME as REWARD_SCORE
 
 __all__ = [
     "NO_PAIR_REASONS",
@@ -407,22 +409,38 @@ def pair_rows(
     min_judge_agreement: float | None = None,
     exclude_from_votes: tuple[str, ...] = (),
 ) -> list[dict]:
-    """Row stage: each ok row gains `pairs`; a row with none records its no-pair reason."""
+    """Row stage: each ok row gains `pairs`; a row with none records its no-pair reason.
+
+    A prompt the reward model settled (`prefgen.judges.route`) is paired on its rewards: the
+    judges' 1-10 thresholds (`min_margin`, `min_chosen_score`) do not apply to them, the
+    strategy's own margin does. Wherever both sides carry a reward, the pair's `rm_margin` is
+    their reward gap (the reward never counts as a judge vote)."""
+    exclude = (*exclude_from_votes, REWARD_SCORE)
     for row in rows:
         if not is_ok(row):
             continue
+        settled = row.get("route") == BY_REWARD
         pairs, reason = build_pairs(
             row,
             strategy,
-            min_margin=min_margin,
-            min_chosen_score=min_chosen_score,
+            min_margin=None if settled else min_margin,
+            min_chosen_score=None if settled else min_chosen_score,
             max_pairs_per_prompt=max_pairs_per_prompt,
             max_length_ratio=max_length_ratio,
             min_judge_agreement=min_judge_agreement,
             seed=seed,
-            judge=judge,
-            exclude_from_votes=exclude_from_votes,
+            judge=REWARD_SCORE if settled else judge,
+            exclude_from_votes=exclude,
         )
+        for pair in pairs:
+            c, r = (
+                pair["chosen_scores"].get(REWARD_SCORE),
+                pair["rejected_scores"].get(REWARD_SCORE),
+            )
+            if c is not None and r is not None:
+                pair["rm_margin"] = c - r
+            if settled:
+                pair["label_source"] = BY_REWARD
         row["pairs"] = pairs
         row["reason"] = None if pairs else reason
     return rows

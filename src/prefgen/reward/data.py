@@ -71,10 +71,12 @@ def _read_file(fs, path: str) -> list[dict]:
 
 
 def load_pairs(
-    url: str, storage_options: dict | None = None
+    url: str | list[str], storage_options: dict | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """(normalized pair records, skipped rows counted by reason) from the files at `url`."""
-    return normalize_rows(read_rows(url, storage_options))
+    """(normalized pair records, skipped rows counted by reason) from the files at `url` (or
+    at each URL of a list: several runs, plus seed pairs in any TRL format)."""
+    urls = [url] if isinstance(url, str) else url
+    return normalize_rows([row for u in urls for row in read_rows(u, storage_options)])
 
 
 def normalize_rows(rows: list[dict]) -> tuple[list[dict[str, Any]], dict[str, int]]:

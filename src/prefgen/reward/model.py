@@ -155,25 +155,27 @@ def conversation_text(prompt: list[dict] | str) -> str:
 def encode_pairs(
     tokenizer, prompts: list[list[dict] | str], responses: list[str], max_length: int
 ) -> dict[str, torch.Tensor]:
-    """Tokenize (prompt, response) pairs; over-long inputs lose the *start of the prompt* first.
+    """Tokenize (prompt, response) pairs so that what tells two responses apart survives.
 
-    The response and the end of the prompt (the actual question) matter most for a reward, so
-    the response is capped at 3/4 of the budget and the prompt is truncated from the left.
+    With a prompt, the response is capped at 3/4 of the budget (its start kept) and the prompt
+    loses its start first: the response and the end of the prompt (the actual question) matter
+    most. Without one (a plain-text pair: the whole conversation is the "response"), the text
+    loses its start: two such texts share everything but the last turn, which is at the end.
     """
-    cap = max(4, (max_length * 3) // 4)
-    capped = []
-    for response in responses:
-        ids = tokenizer(response, add_special_tokens=False).input_ids
-        capped.append(response if len(ids) <= cap else tokenizer.decode(ids[:cap]))
     texts = [conversation_text(p) for p in prompts]
     side = tokenizer.truncation_side
     tokenizer.truncation_side = "left"
     try:
         if not any(texts):
             enc = tokenizer(
-                capped, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+                responses, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
             )
         else:
+            cap = max(4, (max_length * 3) // 4)
+            capped = []
+            for response in responses:
+                ids = tokenizer(response, add_special_tokens=False).input_ids
+                capped.append(response if len(ids) <= cap else tokenizer.decode(ids[:cap]))
             enc = tokenizer(
                 texts,
                 capped,

@@ -45,7 +45,7 @@ from prefgen.reward.objective import (
 
 STATE_FILE = "state.pt"
 RUN_NAME = "train"  # Ray Train run directory under output.path
-IDENTITY_KEYS = ("data_fingerprint", "batch_size", "backbone")  # a resumed run must match these
+IDENTITY_KEYS = ("data_fingerprint", "step_pairs", "backbone")  # a resumed run must match these
 
 
 def load_reward_config(
@@ -161,13 +161,15 @@ def train_loop_per_worker(config: dict) -> None:
         epoch, index = divmod(step, spe)
         if epoch != batches_epoch:
             batches = epoch_batches(
-                len(train_records), config["batch_size"], world, config["seed"], epoch
+                len(train_records), config["step_pairs"], world, config["seed"], epoch
             )
             batches_epoch = epoch
-        batch = [train_records[i] for i in batches[index][rank::world]]
-        loss, parts = _batch_loss(ddp_model, tokenizer, batch, config, device)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        passes = _passes(batches[index], config["batch_size"])
+        for indices in passes:  # gradient accumulation: one backward per pass, one step
+            batch = [train_records[i] for i in indices[rank::world]]
+            loss, parts = _batch_loss(ddp_model, tokenizer, batch, config, device)
+            (loss / len(passes)).backward()
         if config["max_grad_norm"]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config["max_grad_norm"])
         optimizer.step()
@@ -214,6 +216,11 @@ def train_loop_per_worker(config: dict) -> None:
             **(evaluate_now() if rank == 0 else {}),
         }
         report(metrics, with_checkpoint=False)
+
+
+def _passes(step_indices: list[int], batch_size: int) -> list[list[int]]:
+    """One optimizer step's pairs cut into forward/backward passes of batch_size."""
+    return [step_indices[i : i + batch_size] for i in range(0, len(step_indices), batch_size)]
 
 
 def _batch_loss(model, tokenizer, batch: list[dict], config: dict, device):
@@ -274,8 +281,9 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
         f"[train-rm] {len(records)} pairs from {cfg.data.path}: {len(train_records)} train, "
         f"{len(eval_records)} held out" + (f"; skipped {skipped}" if skipped else "")
     )
+    step_pairs = cfg.batch_size * cfg.gradient_accumulation_steps
     steps_per_epoch = len(
-        epoch_batches(len(train_records), cfg.batch_size, cfg.num_workers, cfg.seed, 0)
+        epoch_batches(len(train_records), step_pairs, cfg.num_workers, cfg.seed, 0)
     )
     total_steps = steps_per_epoch * cfg.epochs
     target = min(total_steps, cfg.max_steps or total_steps)
@@ -283,7 +291,7 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
         "data_fingerprint": hashlib.sha256(
             "\0".join(r["id"] for r in train_records).encode()
         ).hexdigest(),
-        "batch_size": cfg.batch_size,
+        "step_pairs": step_pairs,
         "backbone": cfg.backbone,
     }
 
@@ -305,6 +313,7 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
         metrics["resumed_from_step"] = metrics["step"]
     else:
         cluster = ray_cluster.connect(cfg.ray.address, cfg.ray.num_cpus)
+        cpus = worker_cpus(cfg, ray.available_resources().get("CPU", 1.0))
         loop_config = {
             **{k: getattr(cfg, k) for k in _LOOP_KEYS},
             **identity,
@@ -314,12 +323,13 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
             "steps_per_epoch": steps_per_epoch,
             "margin_scale": gap_scale,
             "aspect_stats": normalization,
-            "threads": max(1, int(cfg.cpus_per_worker)),
+            "cpus": cpus,
+            "threads": max(1, int(cpus)),
             "output": cfg.output.path,
         }
         log(
             f"[train-rm] {total_steps} steps ({cfg.epochs} epoch(s) x {steps_per_epoch})"
-            f" on {cfg.num_workers} worker(s), checkpoints in {run_dir}"
+            f" on {cfg.num_workers} worker(s) x {cpus:g} CPU, checkpoints in {run_dir}"
         )
         checkpoint, metrics = _fit(cfg, loop_config, out_fs, out_root)
 
@@ -357,7 +367,7 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
 
 
 _LOOP_KEYS = (
-    "aspects", "max_length", "lr", "weight_decay", "warmup_ratio", "max_grad_norm",
+    "aspects", "batch_size", "max_length", "lr", "weight_decay", "warmup_ratio", "max_grad_norm",
     "eval_every_steps", "checkpoint_every_steps", "max_steps", "seed", "margin_loss_weight",
     "center_weight", "aspect_loss_weight",
 )  # fmt: skip
@@ -372,6 +382,16 @@ def _arrow_storage(fs, root: str) -> dict:
     return {"storage_path": root, "storage_filesystem": storage.arrow_filesystem(fs)}
 
 
+def worker_cpus(cfg: RewardTrainConfig, cluster_cpus: float) -> float:
+    """CPUs (and torch threads) per worker: the configured number, else a share of the free ones.
+
+    A worker on one CPU runs torch on one thread; on a 2-core machine that halves the speed.
+    """
+    if cfg.cpus_per_worker is not None:
+        return cfg.cpus_per_worker
+    return max(1.0, float(int(cluster_cpus // cfg.num_workers)))
+
+
 def _fit(cfg: RewardTrainConfig, loop_config: dict, fs, root: str):
     """Run the TorchTrainer; (final checkpoint, final metrics)."""
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
@@ -384,7 +404,7 @@ def _fit(cfg: RewardTrainConfig, loop_config: dict, fs, root: str):
             num_workers=cfg.num_workers,
             use_gpu=cfg.use_gpu,
             resources_per_worker={
-                "CPU": cfg.cpus_per_worker,
+                "CPU": loop_config["cpus"],
                 **({"GPU": 1} if cfg.use_gpu else {}),
             },
         ),

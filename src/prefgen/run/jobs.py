@@ -105,10 +105,27 @@ def runtime_env(
     return env
 
 
-def entrypoint(config: str, overrides: list[str], install_prefgen: bool = False) -> str:
+def entrypoint(
+    config: str, overrides: list[str], install_prefgen: bool = False, verb: str = "run"
+) -> str:
     """The shell command the job runs; `python -m` where no `prefgen` script is installed."""
     command = ["python", "-m", "prefgen.cli"] if install_prefgen else ["prefgen"]
-    return shlex.join([*command, "run", config, *overrides])
+    return shlex.join([*command, verb, config, *overrides])
+
+
+def validate(config: str, overrides: list[str]) -> tuple[str, str, str]:
+    """(verb, name, output) of a pipeline config, or of a loop config (one with `rounds`),
+    checked here before anything is submitted."""
+    from prefgen.config import load
+    from prefgen.config.loader import read_yaml_file
+    from prefgen.config.loop import LoopConfig
+
+    data = read_yaml_file(Path(config))
+    if isinstance(data, dict) and "rounds" in data:
+        loop = load(config, overrides, LoopConfig)
+        return "loop", loop.name, loop.output
+    cfg = load_pipeline(config, overrides)
+    return "run", cfg.name, cfg.output.path
 
 
 def config_in_working_dir(config: str | Path, working_dir: str | Path) -> str:
@@ -176,23 +193,22 @@ def submit(
 ) -> tuple[Any, str]:
     """Validate CONFIG here, then submit it; returns (client, job id)."""
     try:
-        cfg = load_pipeline(config, overrides)
+        verb, name, out = validate(config, overrides)
     except ConfigError as exc:
         raise SubmitError(f"config error (nothing submitted): {exc}") from None
     relative = config_in_working_dir(config, working_dir)
-    out = cfg.output.path
     if "://" not in out and not os.path.isabs(out):
         print(
-            f"prefgen: warning: output.path {out!r} is relative: on the cluster it lands in the "
+            f"prefgen: warning: output {out!r} is relative: on the cluster it lands in the "
             "job's temporary working directory; use s3://... or an absolute shared path",
             file=sys.stderr,
         )
     jobs = client(address)
     job_id = jobs.submit_job(
-        entrypoint=entrypoint(relative, overrides, install_prefgen),
+        entrypoint=entrypoint(relative, overrides, install_prefgen, verb),
         runtime_env=runtime_env(working_dir, pip, install_prefgen),
         submission_id=submission_id,
-        metadata={"prefgen_config": relative, "prefgen_name": cfg.name, "prefgen_output": out},
+        metadata={"prefgen_config": relative, "prefgen_name": name, "prefgen_output": out},
     )
     return jobs, job_id
 

@@ -7,7 +7,7 @@ stage; and a pipeline whose model pools reserve every CPU does not fail at all, 
 0.25-CPU light tasks that read, score and write never get scheduled; see bench/README.md).
 
 - `check_config(cfg)`: no Ray. Input files exist, the output is writable (a probe object is
-  written and deleted), the reward filter endpoint answers GET /healthz, each openai engine's
+  written and deleted), the reward filter's and router's endpoints answer GET /healthz, each openai engine's
   `base_url` answers GET /models and its `api_key_env` is set, model paths exist.
 - `check_resources(cfg, resources)`: pure. The model pools' CPU and GPU reservations against a
   cluster's totals (`ray.cluster_resources()`), leaving `light_cpus` free for light tasks.
@@ -55,7 +55,7 @@ def check_config(cfg: PipelineConfig, timeout_s: float = 5.0) -> None:
     problems = [
         *check_input(cfg),
         *check_output(cfg),
-        *check_filter(cfg, timeout_s),
+        *check_reward_clients(cfg, timeout_s),
     ]
     for key, model in model_configs(cfg):
         problems += check_model(key, model, timeout_s)
@@ -93,22 +93,23 @@ def check_output(cfg: PipelineConfig) -> list[str]:
     return []
 
 
-def check_filter(cfg: PipelineConfig, timeout_s: float) -> list[str]:
-    f = cfg.filter
-    if f.kind != "reward_model":
-        return []
+def check_reward_clients(cfg: PipelineConfig, timeout_s: float) -> list[str]:
+    """The reward filter's and the router's reward model: endpoint up, or model dir there."""
     problems = []
-    if f.token_env and not os.environ.get(f.token_env):
-        problems.append(f"filter.token_env: environment variable {f.token_env} is not set")
-    if f.url:
-        url = f.url.rstrip("/") + "/healthz"
-        status, error = _http_get(url, timeout_s)
-        if error:
-            problems.append(f"filter.url: {f.url} is unreachable (GET /healthz: {error})")
-        elif status != 200:
-            problems.append(f"filter.url: GET {url} answered HTTP {status}, not 200")
-    elif f.model:
-        problems += _check_reward_model("filter.model", f.model)
+    for section, c in (("filter", cfg.filter), ("route", cfg.route)):
+        if c.kind != "reward_model":
+            continue
+        if c.token_env and not os.environ.get(c.token_env):
+            problems.append(f"{section}.token_env: environment variable {c.token_env} is not set")
+        if c.url:
+            url = c.url.rstrip("/") + "/healthz"
+            status, error = _http_get(url, timeout_s)
+            if error:
+                problems.append(f"{section}.url: {c.url} is unreachable (GET /healthz: {error})")
+            elif status != 200:
+                problems.append(f"{section}.url: GET {url} answered HTTP {status}, not 200")
+        elif c.model:
+            problems += _check_reward_model(f"{section}.model", c.model)
     return problems
 
 

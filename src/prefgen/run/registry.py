@@ -129,6 +129,23 @@ def generate_stages(cfg: PipelineConfig) -> list[Stage]:
     return out
 
 
+def route_stages(cfg: PipelineConfig) -> list[Stage]:
+    r = cfg.route
+    if r.kind != "reward_model":
+        return []
+    from prefgen.judges.route import RouteStage
+
+    return [
+        Stage(
+            "route",
+            "route",
+            lambda engines, rc=r: RouteStage(rc),
+            holds=Holds(num_cpus=r.num_cpus, concurrency=r.concurrency),
+            reject_as="route",
+        )
+    ]
+
+
 def judge_stages(cfg: PipelineConfig) -> list[Stage]:
     from prefgen.judges.llm_judge import JudgeStage
 
@@ -225,6 +242,7 @@ def filter_stages(cfg: PipelineConfig) -> list[Stage]:
 STAGES: tuple[Callable[[PipelineConfig], list[Stage]], ...] = (
     prompt_stages,
     generate_stages,
+    route_stages,
     judge_stages,
     verify_stages,
     score_stages,

@@ -89,6 +89,8 @@ def shard_counts(rows: list[dict]) -> dict[str, Any]:
     rejected = Counter()
     no_pair = Counter()
     filtered = Counter()
+    routed = Counter()
+    agreement = Counter()
     models: dict[str, Counter] = {}
     stages: Counter = Counter()
     prompts_ok = 0
@@ -102,6 +104,12 @@ def shard_counts(rows: list[dict]) -> dict[str, Any]:
             no_pair[row["reason"]] += 1
         for dropped in row.get("dropped") or []:
             filtered[dropped["reason"].split(" ")[0]] += 1
+        if row.get("route"):
+            routed[row["route"]] += 1
+            if row["route"] == "judges":  # both scored: does the reward model agree?
+                margins = [p["rm_margin"] for p in row["pairs"] if p["rm_margin"] is not None]
+                agreement["both_scored"] += len(margins)
+                agreement["agree"] += sum(m > 0 for m in margins)
         for r in row["responses"]:
             m = models.setdefault(r["model"], Counter())
             m["responses"] += 1
@@ -116,13 +124,21 @@ def shard_counts(rows: list[dict]) -> dict[str, Any]:
         "rejected_by_reason": dict(rejected),
         "no_pair_by_reason": dict(no_pair),
         "filtered_by_reason": dict(filtered),
+        "routed": dict(routed),
+        "rm_judge_agreement": dict(agreement),
         "models": {k: dict(v) for k, v in models.items()},
         "stage_seconds": dict(stages),
     }
 
 
 _SUMMED = ("records_in", "prompts_ok", "responses", "pairs")
-_BY_REASON = ("rejected_by_reason", "no_pair_by_reason", "filtered_by_reason")
+_BY_REASON = (
+    "rejected_by_reason",
+    "no_pair_by_reason",
+    "filtered_by_reason",
+    "routed",
+    "rm_judge_agreement",
+)
 
 
 def merge_counts(parts: list[dict]) -> dict[str, Any]:

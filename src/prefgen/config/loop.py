@@ -1,0 +1,66 @@
+"""`prefgen loop`: rounds of pipeline run -> reward-model training -> endpoint -> routed run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from prefgen.config.base import MAX_CPUS, Invalid, Section
+from prefgen.config.pipeline import RayConfig
+
+
+class LoopRoundConfig(Section):
+    input: str = Field(min_length=1, description="This round's prompts (what input.path takes).")
+    overrides: list[str] = Field(
+        default_factory=list, description="Pipeline key=value overrides for this round only."
+    )
+
+
+class LoopRouteConfig(Section):
+    """How later rounds spend the judges: on the prompts the reward model is least sure of."""
+
+    judge_share: float | None = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Judging budget: the band is set so that about this share of the previous "
+        "round's prompts would have gone to the judges under the new reward model.",
+    )
+    band: float | None = Field(
+        default=None, ge=0, description="A fixed reward-gap band; replaces the budget."
+    )
+    num_cpus: float = Field(default=0.1, ge=0, le=MAX_CPUS, description="The router's client.")
+
+    @model_validator(mode="after")
+    def _rule(self) -> LoopRouteConfig:
+        if self.band is None and self.judge_share is None:
+            raise Invalid("judge_share", "set route.judge_share (a budget) or route.band")
+        return self
+
+
+class LoopServeConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8011, ge=1, le=65535)
+    num_cpus: float = Field(default=0.25, ge=0, le=MAX_CPUS, description="Per replica.")
+    num_threads: int = Field(default=1, ge=1, le=4096, description="Torch threads per replica.")
+
+
+class LoopConfig(Section):
+    name: str = "loop"
+    output: str = Field(min_length=1, description="round-N/ runs, rm/round-N/ models, loop.json.")
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    pipeline: str = Field(min_length=1, description="The pipeline config every round runs.")
+    pipeline_overrides: list[str] = Field(default_factory=list)
+    reward: str = Field(
+        default="pipelines/reward.yaml", description="The train-rm config for every round."
+    )
+    reward_overrides: list[str] = Field(default_factory=list)
+    seed_pairs: list[str] = Field(
+        default_factory=list,
+        description="Pairs in any TRL format added to every round's training data.",
+    )
+    rounds: list[LoopRoundConfig] = Field(min_length=1, max_length=1000)
+    route: LoopRouteConfig = Field(default_factory=LoopRouteConfig)
+    serve: LoopServeConfig = Field(default_factory=LoopServeConfig)
+    ray: RayConfig = Field(default_factory=RayConfig, json_schema_extra={"identity": False})

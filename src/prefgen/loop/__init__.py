@@ -1,0 +1,1 @@
+"""Rounds of generation, reward-model training and serving (`prefgen loop`)."""

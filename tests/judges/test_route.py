@@ -1,0 +1,98 @@
+"""Routing by confidence: who labels a prompt, and how the rest of the flow honours it."""
+
+from __future__ import annotations
+
+import pytest
+from judges.judge_rows import math_row, rejected_row
+
+from prefgen.config import ConfigError, MathVerifierConfig
+from prefgen.judges.llm_judge import judge_targets
+from prefgen.judges.route import apply_route, decide, reward_gap, route_items
+from prefgen.judges.scoring import score_rows
+from prefgen.pairing.strategies import pair_rows
+from prefgen.run.registry import build_stages, load_pipeline
+from prefgen.run.sink import shard_counts
+
+QUICKSTART = "pipelines/quickstart.yaml"
+
+
+def test_band_sends_small_gaps_and_unorderable_prompts_to_the_judges():
+    assert decide([3.0, 0.2, None, 1.0], band=1.0) == [
+        "reward_model",
+        "judges",
+        "judges",  # fewer than two rewards: only the judges can pair it
+        "reward_model",  # a gap equal to the band is settled
+    ]
+    assert decide([0.0, 5.0], band=0.0) == ["reward_model", "reward_model"]
+
+
+def _rows() -> list[dict]:
+    settled = math_row("settled")
+    unsure = math_row("unsure")
+    unsure["responses"][1]["finish_reason"] = "error: boom"  # not scored, not routed
+    return [settled, rejected_row(), unsure]
+
+
+def _routed() -> list[dict]:
+    rows = _rows()
+    items = route_items(rows)
+    assert len(items) == 3 + 2  # every scorable response of the ok rows, none of the rejected
+    # settled: rewards 3.0 / -2.0 / 0.5 (gap 5); unsure: 0.4 / 0.1 (gap 0.3)
+    apply_route(rows, [3.0, -2.0, 0.5, 0.4, 0.1], band=1.0)
+    return rows
+
+
+def test_apply_route_writes_rewards_and_decides_each_row():
+    settled, rejected, unsure = _routed()
+    assert [r["scores"]["reward_model"] for r in settled["responses"]] == [3.0, -2.0, 0.5]
+    assert "reward_model" not in unsure["responses"][1]["scores"]
+    assert reward_gap(settled) == 5.0 and reward_gap(unsure) == pytest.approx(0.3)
+    assert (settled["route"], unsure["route"], rejected["route"]) == (
+        "reward_model",
+        "judges",
+        None,
+    )
+    # the judges skip what the reward model settled
+    assert {i for i, _ in judge_targets([settled, rejected, unsure])} == {2}
+
+
+def test_settled_prompts_pair_on_rewards_judged_ones_carry_the_reward_margin():
+    settled, rejected, unsure = _routed()
+    for response, judge_score in zip(unsure["responses"], [9.0, None, 5.0], strict=True):
+        if judge_score is not None:  # the judges skip the failed generation too
+            response["scores"]["j.overall"] = judge_score
+    rows = score_rows(
+        [settled, rejected, unsure],
+        MathVerifierConfig(enabled=False),
+        weights={},
+        scales={"j.overall": (1.0, 10.0)},
+    )
+    assert [r["overall"] for r in settled["responses"]] == [3.0, -2.0, 0.5]
+    assert unsure["responses"][0]["overall"] == 9.0  # the reward is not in the judges' overall
+    pair_rows(
+        rows, "best_vs_worst", min_margin=2.0, min_chosen_score=8.0,
+        max_pairs_per_prompt=None, seed=0, judge="j",
+    )  # fmt: skip
+    [by_reward] = settled["pairs"]
+    assert (by_reward["label_source"], by_reward["judge"]) == ("reward_model", "reward_model")
+    assert by_reward["margin"] == 5.0 == by_reward["rm_margin"]  # 1-10 thresholds not applied
+    [by_judges] = unsure["pairs"]
+    assert (by_judges["label_source"], by_judges["judge"]) == ("judge", "j")
+    assert by_judges["judge_agreement"] == 1.0  # the reward is no judge vote
+    assert by_judges["rm_margin"] == pytest.approx(0.4 - 0.1)  # both scored, and they agree
+    counts = shard_counts(rows)
+    assert counts["routed"] == {"reward_model": 1, "judges": 1}
+    assert counts["rm_judge_agreement"] == {"both_scored": 1, "agree": 1}
+
+
+def test_route_config_is_checked_and_adds_one_stage_before_the_judges():
+    with pytest.raises(ConfigError, match="route.url"):
+        load_pipeline(QUICKSTART, ["route.kind=reward_model", "route.band=1"])
+    with pytest.raises(ConfigError, match="route.band"):
+        load_pipeline(QUICKSTART, ["route.kind=reward_model", "route.url=http://127.0.0.1:1"])
+    cfg = load_pipeline(
+        QUICKSTART, ["route.kind=reward_model", "route.url=http://127.0.0.1:1", "route.band=1"]
+    )
+    names = [s.name for s in build_stages(cfg)]
+    assert names.index("route") == names.index("judge-coig_p") - 1
+    assert names[names.index("route") - 1].startswith("generate")
