@@ -26,6 +26,19 @@ def test_band_sends_small_gaps_and_unorderable_prompts_to_the_judges():
     assert decide([0.0, 5.0], band=0.0) == ["reward_model", "reward_model"]
 
 
+def test_budget_judges_the_smallest_gaps_first_and_never_more_than_the_share():
+    gaps = [0.5, 4.0, 0.1, 2.0, 3.0, 0.3, 5.0, 6.0, 7.0, 8.0]
+    routes = decide(gaps, band=None, judge_share=0.2)
+    assert [i for i, r in enumerate(routes) if r == "judges"] == [2, 5]
+    routes = decide(gaps, band=0.2, judge_share=0.5)  # with a band, only gaps inside it
+    assert [i for i, r in enumerate(routes) if r == "judges"] == [2]
+    assert decide([None, None, 9.0], band=None, judge_share=0.0) == [
+        "judges",
+        "judges",
+        "reward_model",
+    ]
+
+
 def _rows() -> list[dict]:
     settled = math_row("settled")
     unsure = math_row("unsure")
@@ -88,7 +101,7 @@ def test_settled_prompts_pair_on_rewards_judged_ones_carry_the_reward_margin():
 def test_route_config_is_checked_and_adds_one_stage_before_the_judges():
     with pytest.raises(ConfigError, match="route.url"):
         load_pipeline(QUICKSTART, ["route.kind=reward_model", "route.band=1"])
-    with pytest.raises(ConfigError, match="route.band"):
+    with pytest.raises(ConfigError, match="route.band.*judge_share"):
         load_pipeline(QUICKSTART, ["route.kind=reward_model", "route.url=http://127.0.0.1:1"])
     cfg = load_pipeline(
         QUICKSTART, ["route.kind=reward_model", "route.url=http://127.0.0.1:1", "route.band=1"]
@@ -96,3 +109,7 @@ def test_route_config_is_checked_and_adds_one_stage_before_the_judges():
     names = [s.name for s in build_stages(cfg)]
     assert names.index("route") == names.index("judge-coig_p") - 1
     assert names[names.index("route") - 1].startswith("generate")
+    # over HTTP it holds no model: the quickstart's generators and judge keep their one pool
+    from prefgen.run import pools
+
+    assert sum(1 for step in pools.plan(build_stages(cfg)) if step.pool) == 1

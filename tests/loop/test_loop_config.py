@@ -19,7 +19,7 @@ def test_shipped_loop_config_loads_and_names_its_parts():
         "pipelines/data/loop_round2.jsonl",
     ]
     assert cfg.route.judge_share == 0.5 and cfg.route.band is None
-    with pytest.raises(ConfigError, match="key 'route.judge_share'"):
+    with pytest.raises(ConfigError, match="key 'route.judge_share'"):  # no budget, no band
         load_loop(LOOP, ["route.judge_share=null"])
     with pytest.raises(ConfigError, match="key 'rounds'"):
         load_loop(LOOP, ["rounds=[]"])

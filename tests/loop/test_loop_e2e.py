@@ -19,7 +19,6 @@ import pytest
 from conftest import ROOT, free_port
 
 from prefgen.data.manifest import read_manifest, read_rows
-from prefgen.loop.rounds import band_for_share
 
 pytestmark = pytest.mark.e2e
 
@@ -40,19 +39,13 @@ def _ids(path: Path) -> set[str]:
     return {json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()}
 
 
-def test_band_for_share_is_the_budget_quantile():
-    gaps = [0.1, 0.9, 0.3, 0.7, 0.5, 1.1, 1.3, 1.5, 1.7, 1.9]
-    assert band_for_share(gaps, 0.2) == pytest.approx(0.4)  # 0.1 and 0.3 fall below it
-    assert band_for_share(gaps, 0.0) == 0.0
-    assert band_for_share(gaps, 1.0) is None and band_for_share([], 0.5) is None
-
-
 def test_two_rounds_killed_in_round_two_training_then_resumed(tmp_path):
     out, port = tmp_path / "loop", free_port()
-    checkpoints = out / "rm" / "round-2" / "train"
+    # a checkpoint is committed once Ray Train's snapshot lists it
+    snapshot = out / "rm" / "round-2" / "train" / "checkpoint_manager_snapshot.json"
     proc = _loop(out, port, tmp_path / "first.log")
     deadline = time.monotonic() + 900
-    while not list(checkpoints.glob("checkpoint_*")):
+    while not snapshot.exists():
         assert proc.poll() is None, f"loop ended early:\n{(tmp_path / 'first.log').read_text()}"
         assert time.monotonic() < deadline, "round 2 training never checkpointed"
         time.sleep(0.2)
@@ -85,20 +78,11 @@ def test_two_rounds_killed_in_round_two_training_then_resumed(tmp_path):
     route = manifest["config"]["route"]
     assert route["kind"] == "reward_model" and route["model_version"] == second["run"]["routed_by"]
     assert first["run"]["routed_by"] is None and first["run"]["judged_prompts"] == 8
-    band = second["run"]["band"]
     assert second["run"]["judged_prompts"] + second["run"]["settled_by_reward_model"] == 8
-    assert 0 < second["run"]["settled_by_reward_model"]  # the judges saw only part of round 2
-    # each prompt's route follows its reward gap under the served model
-    responses = read_rows(str(out / "round-2"), manifest, "responses")
+    assert second["run"]["settled_by_reward_model"] >= 3  # judge_share 0.5: judges saw a part
     pairs = read_rows(str(out / "round-2"), manifest, "pairs")
-    gaps: dict[str, list[float]] = {}
-    for r in responses:
-        if "reward_model" in dict(r["scores"]):
-            gaps.setdefault(r["prompt_id"], []).append(dict(r["scores"])["reward_model"])
-    for p in pairs:
-        gap = max(gaps[p["prompt_id"]]) - min(gaps[p["prompt_id"]])
-        assert (p["label_source"] == "reward_model") == (gap >= band), (p["prompt_id"], gap, band)
-        assert p["rm_margin"] is not None  # both scored wherever the judges labelled
+    assert {p["label_source"] for p in pairs} <= {"judge", "reward_model"}
+    assert all(p["rm_margin"] is not None for p in pairs)  # both scored wherever judges labelled
     # the reward models learned and the report plots each round
     assert all(r["train"]["eval_accuracy"] is not None for r in state["rounds"])
     assert second["train"]["n_train"] > first["train"]["n_train"]

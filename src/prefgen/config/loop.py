@@ -24,11 +24,11 @@ class LoopRouteConfig(Section):
         default=0.2,
         ge=0,
         le=1,
-        description="Judging budget: the band is set so that about this share of the previous "
-        "round's prompts would have gone to the judges under the new reward model.",
+        description="Judging budget: at most this share of each batch goes to the LLM judges, "
+        "the prompts with the smallest reward gaps.",
     )
     band: float | None = Field(
-        default=None, ge=0, description="A fixed reward-gap band; replaces the budget."
+        default=None, ge=0, description="Judge only prompts whose reward gap is below this."
     )
     num_cpus: float = Field(default=0.1, ge=0, le=MAX_CPUS, description="The router's client.")
 

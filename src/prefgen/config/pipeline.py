@@ -95,8 +95,14 @@ class RouteConfig(RewardClientConfig):
     band: float | None = Field(
         default=None,
         ge=0,
-        description="Judge a prompt iff its best-worst reward gap is below this "
-        "(`prefgen loop` sets it from a judging budget).",
+        description="Judge a prompt iff its best-worst reward gap is below this.",
+    )
+    judge_share: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Budget: judge at most this share of each batch (execution.block_rows "
+        "prompts), the smallest gaps first; with a band, only prompts inside it.",
     )
     model_version: str | None = Field(
         default=None,
@@ -105,8 +111,8 @@ class RouteConfig(RewardClientConfig):
 
     @model_validator(mode="after")
     def _rule(self) -> RouteConfig:
-        if self.kind == "reward_model" and self.band is None:
-            raise Invalid("band", "routing needs route.band: the reward gap that settles a prompt")
+        if self.kind == "reward_model" and self.band is None and self.judge_share is None:
+            raise Invalid("band", "routing needs route.band, route.judge_share or both")
         return self
 
 

@@ -11,9 +11,9 @@ settled the prompt is by its best-worst reward gap:
   judges' scores (out of `overall` and out of the judge votes), so each pair's `rm_margin`
   shows whether the reward model and the judges agree where both scored.
 
-The rule is per prompt, so a resumed or re-sharded run routes every prompt the same way.
-A judging budget ("judge at most 20 %") becomes a band in `prefgen loop`, which sets it to
-that quantile of the gaps the new reward model gives the previous round's prompts. This is
+A judging budget (`route.judge_share`: "judge at most 20 %") is spent per batch
+(`execution.block_rows` prompts, fixed by the shard plan): the smallest gaps are judged
+first. A band alone is a per-prompt rule. This is
 how Skywork-Reward-V2 and Hybrid Preferences spend costly labels: only where the cheap scorer
 is unsure. Input: prompt rows with `responses`. Output: the same rows with `route` set and
 the reward in each scored response's `scores`.
@@ -44,14 +44,26 @@ def reward_gap(row: dict) -> float | None:
     return max(rewards) - min(rewards) if len(rewards) >= 2 else None
 
 
-def decide(gaps: list[float | None], band: float) -> list[str]:
-    """Who labels each prompt, from its reward gap (pure): the reward model where the gap is
-    at least `band`; the judges where it is smaller, or None (fewer than two responses the
-    reward model could score: nothing else could pair the prompt)."""
-    return [BY_REWARD if g is not None and g >= band else BY_JUDGES for g in gaps]
+def decide(
+    gaps: list[float | None], band: float | None, judge_share: float | None = None
+) -> list[str]:
+    """Who labels each prompt of a batch, from its reward gap (pure).
+
+    Judged: prompts the reward model cannot order (gap None: fewer than two responses it
+    scored; nothing else could pair them), then those with a gap below `band`, or with
+    `judge_share`, the smallest gaps up to that share of the batch (inside the band, if set).
+    """
+    order = sorted(range(len(gaps)), key=lambda i: (gaps[i] is not None, gaps[i] or 0.0, i))
+    unorderable = [i for i in order if gaps[i] is None]
+    unsure = [i for i in order if gaps[i] is not None and (band is None or gaps[i] < band)]
+    if judge_share is not None:
+        budget = math.floor(judge_share * len(gaps) + 1e-9)
+        unsure = unsure[: max(0, budget - len(unorderable))]
+    judged = set(unorderable + unsure)
+    return [BY_JUDGES if i in judged else BY_REWARD for i in range(len(gaps))]
 
 
-def apply_route(rows: list[dict], rewards: list[float], band: float) -> None:
+def apply_route(rows: list[dict], rewards: list[float], band, judge_share=None) -> None:
     """Write the rewards (in `route_items` order) into the responses and decide each row."""
     k = 0
     ok = [row for row in rows if is_ok(row)]
@@ -61,7 +73,7 @@ def apply_route(rows: list[dict], rewards: list[float], band: float) -> None:
                 response["scores"][SCORE_NAME] = float(rewards[k])
                 response["judge_status"][SCORE_NAME] = "ok"
                 k += 1
-    for row, route in zip(ok, decide([reward_gap(r) for r in ok], band), strict=True):
+    for row, route in zip(ok, decide([reward_gap(r) for r in ok], band, judge_share), strict=True):
         row["route"] = route
 
 
@@ -86,5 +98,5 @@ class RouteStage:
     def __call__(self, rows: list[dict]) -> list[dict]:
         items = route_items(rows)
         rewards = self.client.score(items) if items else []
-        apply_route(rows, rewards, self.cfg.band)
+        apply_route(rows, rewards, self.cfg.band, self.cfg.judge_share)
         return rows

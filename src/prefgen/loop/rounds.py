@@ -19,7 +19,6 @@ own manifest, which records the reward model version that routed it (`route.mode
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -28,7 +27,6 @@ from typing import Any
 from prefgen.config import load
 from prefgen.config.loop import LoopConfig
 from prefgen.data import ray_cluster, storage
-from prefgen.data.manifest import read_manifest, read_rows
 
 STATE_FILE = "loop.json"
 APP_NAME = "prefgen-rm"
@@ -114,7 +112,7 @@ class Loop:
         if routing:
             overrides += routing["overrides"]
         self.log(f"[loop] round {k}: pipeline on {rnd.input}" + (
-            f", routed by {routing['model_version']} (band {routing['band']:.3f})" if routing else ""
+            f", routed by {routing['model_version']}" if routing else ""
         ))  # fmt: skip
         result = run(load_pipeline(self.cfg.pipeline, overrides))
         return round_summary(result.manifest, out, routing)
@@ -140,31 +138,25 @@ class Loop:
             "resumed_from_step": result["resumed_from_step"],
         }
 
-    def route_overrides(self, k: int) -> dict[str, Any] | None:
-        """Serve round k-1's model and route round k with it: the band from the budget."""
+    def route_overrides(self, k: int) -> dict[str, Any]:
+        """Serve round k-1's model and route round k with it."""
         from prefgen.serve.app import model_version
 
         model = self.state["rounds"][k - 2]["train"]["model"]
         base = self.deploy(model)
         version = model_version(model, self.cfg.storage_options)
         route = self.cfg.route
-        band = route.band
-        if band is None:
-            gaps = previous_gaps(self.url(f"round-{k - 1}"), base, self.cfg.storage_options)
-            band = band_for_share(gaps, route.judge_share)
-        if band is None:  # judge everything: no routing this round
-            return None
-        return {
-            "model_version": version,
-            "band": band,
-            "overrides": [
-                "route.kind=reward_model",
-                f"route.url={base}",
-                f"route.band={band!r}",
-                f"route.model_version={version}",
-                f"route.num_cpus={route.num_cpus}",
-            ],
-        }
+        overrides = [
+            "route.kind=reward_model",
+            f"route.url={base}",
+            f"route.model_version={version}",
+            f"route.num_cpus={route.num_cpus}",
+        ]
+        if route.band is not None:
+            overrides.append(f"route.band={route.band!r}")
+        if route.judge_share is not None:
+            overrides.append(f"route.judge_share={route.judge_share!r}")
+        return {"model_version": version, "band": route.band, "overrides": overrides}
 
     def deploy(self, model: str) -> str:
         """The endpoint serving `model` (a new Serve version of the app if it served another)."""
@@ -191,39 +183,6 @@ class Loop:
 
             serve.shutdown()
             self.served = None
-
-
-def previous_gaps(run_dir: str, base: str, storage_options: dict) -> list[float]:
-    """Best-worst reward gaps the served model gives each prompt of a finished run."""
-    from prefgen.reward.client import HttpRewardClient
-
-    manifest = read_manifest(run_dir, storage_options)
-    by_prompt: dict[str, list[tuple]] = {}
-    for r in read_rows(run_dir, manifest, "responses", storage_options):
-        if r["text"].strip() and not r["finish_reason"].startswith("error"):
-            by_prompt.setdefault(r["prompt_id"], []).append((r["prompt"], r["text"]))
-    items = [item for group in by_prompt.values() for item in group]
-    if not items:
-        return []
-    rewards = iter(HttpRewardClient(base, None, 32, 120.0, 3).score(items))
-    gaps = []
-    for group in by_prompt.values():
-        values = [next(rewards) for _ in group]
-        if len(values) >= 2:
-            gaps.append(max(values) - min(values))
-    return gaps
-
-
-def band_for_share(gaps: list[float], share: float) -> float | None:
-    """The gap below which about `share` of the prompts fall (pure): the judging budget as a
-    band. None when the judges must see everything (no gaps to learn from, or share 1)."""
-    ordered = sorted(gaps)
-    judged = math.floor(share * len(ordered) + 1e-9)
-    if not ordered or judged >= len(ordered):
-        return None
-    if judged <= 0:
-        return 0.0
-    return (ordered[judged - 1] + ordered[judged]) / 2
 
 
 def round_summary(manifest: dict, out: str, routing: dict | None) -> dict[str, Any]:

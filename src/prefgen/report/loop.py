@@ -75,7 +75,7 @@ def loop_page(state: dict, rows: list[dict], figures: dict[str, bytes]) -> str:
         f"{html.escape(str(state.get('name')))}</title></head><body>"
         f"<h1>prefgen loop: {html.escape(str(state.get('name')))}</h1>"
         f"<p>Each round: the pipeline on new prompts (from round 2 routed by the previous "
-        f"round's reward model: only prompts whose reward gap is below the band go to the LLM "
+        f"round's reward model: only the prompts with the smallest reward gaps go to the LLM "
         f"judges), then a reward model trained on every pair so far.</p>{images}"
         f"<table border='1' cellpadding='4'><tr>{head}</tr>{body}</table>"
         f"<script type='application/json' id='loop-data'>{data}</script></body></html>"

@@ -135,13 +135,12 @@ def route_stages(cfg: PipelineConfig) -> list[Stage]:
         return []
     from prefgen.judges.route import RouteStage
 
+    # Over HTTP the router holds a session, not a model: a light stage, so it runs inside the
+    # pool of the judges after it and generators and judges on one set of weights keep one pool.
+    holds = None if r.url else Holds(num_cpus=r.num_cpus, concurrency=r.concurrency)
     return [
         Stage(
-            "route",
-            "route",
-            lambda engines, rc=r: RouteStage(rc),
-            holds=Holds(num_cpus=r.num_cpus, concurrency=r.concurrency),
-            reject_as="route",
+            "route", "route", lambda engines, rc=r: RouteStage(rc), holds=holds, reject_as="route"
         )
     ]
 
