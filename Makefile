@@ -16,7 +16,7 @@ quickstart: setup
 test:
 	PREFGEN_SETUP_BROWSER=1 scripts/setup.sh
 	scripts/setup-vllm.sh
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q --durations=25
 
 test-fast: setup
 	PREFGEN_ALLOW_NO_BROWSER=1 .venv/bin/python -m pytest -q -m "not e2e"
