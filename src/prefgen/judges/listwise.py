@@ -38,6 +38,7 @@ from prefgen.judges.shared import (
     record,
     row_judge_record,
     rubric_for,
+    targets_by_row,
 )
 
 __all__ = [
@@ -163,9 +164,7 @@ def judge_listwise(
     weak_engine=None,  # cdr's; unused here, so every kind has one signature
 ) -> None:
     """Rate each row's target responses together, per aspect; record scores and the shuffle."""
-    per_row: dict[int, list[int]] = {}
-    for i, j in targets:
-        per_row.setdefault(i, []).append(j)
+    per_row = targets_by_row(targets)
     # (row, rubric, aspect, score name, shown response indices)
     asks: list[tuple[int, Rubric, str, str, list[int]]] = []
     convs: list[list[dict]] = []

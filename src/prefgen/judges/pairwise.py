@@ -30,6 +30,7 @@ from prefgen.judges.shared import (
     record,
     row_judge_record,
     rubric_for,
+    targets_by_row,
 )
 
 __all__ = [
@@ -173,9 +174,7 @@ def judge_pairwise(
     weak_engine=None,  # cdr's; unused here, so every kind has one signature
 ) -> None:
     """Compare target responses of each row in both orders; record win rates and comparisons."""
-    per_row: dict[int, list[int]] = {}
-    for i, j in targets:
-        per_row.setdefault(i, []).append(j)
+    per_row = targets_by_row(targets)
     # One conversation per (row, pair, order); order 0 shows the lower index as A.
     asks: list[tuple[int, int, int, int]] = []  # (row, first, second, order)
     convs: list[list[dict]] = []

@@ -29,6 +29,7 @@ __all__ = [
     "row_judge_record",
     "rubric_for",
     "split_self_judged",
+    "targets_by_row",
 ]
 
 SKIPPED_SELF = "skipped_self"
@@ -149,6 +150,15 @@ def record(
     if rationale is not None:
         response["rationales"][name] = rationale
     response["judge_status"][name] = status or ("ok" if score is not None else "no_score")
+
+
+def targets_by_row(targets: list[tuple[int, int]]) -> dict[int, list[int]]:
+    """(row, response) targets -> each row's target responses, in order: the judges that
+    compare a row's responses with each other (pairwise, listwise) ask per row."""
+    per_row: dict[int, list[int]] = {}
+    for i, j in targets:
+        per_row.setdefault(i, []).append(j)
+    return per_row
 
 
 def row_judge_record(row: dict, judge_name: str, kind: str) -> dict:

@@ -249,26 +249,24 @@ def apply(ds, step: Step, ex: ExecutionConfig, progress: Any = None):
     extra = {"accelerator_type": step.accelerator_type} if step.accelerator_type else {}
     warnings.filterwarnings("ignore", message="`ray_remote_args_fn` is deprecated")
     if step.placement:  # vLLM starts its tensor-parallel workers in the actor's own group
-        return ds.map_batches(
-            StepWorker,
-            fn_constructor_kwargs={"step": step, "retries": ex.batch_retries, "progress": progress},
-            batch_format="pyarrow",
-            batch_size=step.batch_size,
-            compute=compute,
-            num_cpus=1,  # the actor's own share of the first bundle; the GPUs are the group's
-            num_gpus=0,
-            ray_remote_args_fn=partial(placement_args, step.placement, restarts),
-            **extra,
-        )
+        resources = {
+            "num_cpus": 1,  # the actor's own share of the first bundle; the GPUs are the group's
+            "num_gpus": 0,
+            "ray_remote_args_fn": partial(placement_args, step.placement, restarts),
+        }
+    else:
+        resources = {
+            "num_cpus": step.num_cpus,
+            "num_gpus": step.num_gpus or None,
+            "ray_remote_args_fn": lambda: dict(restarts),
+        }
     return ds.map_batches(
         StepWorker,
         fn_constructor_kwargs={"step": step, "retries": ex.batch_retries, "progress": progress},
         batch_format="pyarrow",
         batch_size=step.batch_size,
         compute=compute,
-        num_cpus=step.num_cpus,
-        num_gpus=step.num_gpus or None,
-        ray_remote_args_fn=lambda: dict(restarts),
+        **resources,
         **extra,
     )
 
