@@ -153,14 +153,10 @@ def test_filtered_pairs_land_in_rejects_with_the_pair_itself():
     assert shard_counts([row])["filtered_by_reason"] == {"rm_inverted": 1}
 
 
-def test_workers_write_parts_and_the_collector_commits_each_row_exactly_once(tmp_path):
-    """spill -> ShardCollector -> commit_parts on local disk: a replayed batch (a retried
-    task) and a batch spanning two shards still commit every row once, in key order."""
-    from functools import partial
-
-    from prefgen.run import shards
-
-    url = str(tmp_path / "run")
+def test_the_collector_commits_each_shard_once_with_replayed_rows_dropped():
+    """A retried task replays rows; a batch may span shards: each shard is committed once,
+    when its last row arrives, with every row once, in key order."""
+    from prefgen.run.shards import ShardCollector
 
     def rows(shard: int, indices: list[int]) -> pa.Table:
         return pa.table(
@@ -169,29 +165,20 @@ def test_workers_write_parts_and_the_collector_commits_each_row_exactly_once(tmp
                 "source": ["f.jsonl"] * len(indices),
                 "index": indices,
                 "reason": [None] * len(indices),
-                "text": [f"row {shard}/{i}" for i in indices],
             }
         )
 
-    spill = partial(shards.spill, url=url, options={}, phase="p")
-    committed: dict[int, pa.Table] = {}
+    committed: dict[int, list[int]] = {}
 
-    def write(fs, root, shard, table):
-        committed[shard] = table
+    def commit(shard: int, table: pa.Table) -> dict:
+        committed[shard] = table.column("index").to_pylist()
         return {"rows": table.num_rows}
 
-    collector = shards.ShardCollector(
-        {0: 3, 1: 2},
-        lambda shard, chosen: shards.commit_parts(url, {}, "p", shard, chosen, write),
-        "p",
-    )
-    collector.add(spill(rows(0, [2, 0])))
-    collector.add(spill(rows(0, [2, 0])))  # replayed by a retried task
-    assert not committed and collector.replayed == 2
-    collector.add(spill(pa.concat_tables([rows(0, [1]), rows(1, [5, 4])])))
+    collector = ShardCollector({0: 3, 1: 2}, commit, "final")
+    collector.add(rows(0, [2, 0]))
+    collector.add(rows(0, [2, 0]))  # replayed by a retried task
+    assert collector.replayed == 2 and not collector.done
+    collector.add(pa.concat_tables([rows(0, [1]), rows(1, [5, 4])]))
     assert collector.finish() == {0: {"rows": 3}, 1: {"rows": 2}}
-    assert committed[0].column("text").to_pylist() == ["row 0/0", "row 0/1", "row 0/2"]
-    assert committed[1].column("index").to_pylist() == [4, 5]
+    assert committed == {0: [0, 1, 2], 1: [4, 5]}
     assert collector.incomplete() == {}
-    # the parts of committed shards are gone; the driver never held a row, only keys
-    assert not (tmp_path / "run" / "_work" / "p" / "parts" / "shard-00000").exists()

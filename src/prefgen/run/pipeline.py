@@ -3,8 +3,7 @@
     input files -> ingest (driver: validate, dedup, shard) -> _work/input/
       -> phase(s) of steps on Ray Data (prefgen.run.registry lists the stages,
          prefgen.run.pools groups them into pools, one load per weight set)
-      -> workers write each block's rows as parts (shards.spill); the driver's ShardCollector
-         tracks keys only and starts a task that commits each shard once complete
+      -> ShardCollector commits each complete shard
       -> pairs/ responses/ rejects/ -> manifest.json (the commit point)
 
 Streaming mode runs every stage in one phase with all pools up at once. Phased mode runs one
@@ -250,12 +249,13 @@ def run_phase(cfg, fs, root: str, plan: dict, source: str, phase: str, steps) ->
         for s, n in sorted(expected.items())
         for a in range(0, n, block)
     ]
-    url = cfg.output.path
-    options = storage.resolve_options(url, cfg.output.storage_options)
-    storage.remove_tree(fs, shards.parts_dir(root, phase))  # a killed attempt's shards in flight
     ds = ray.data.from_items(slices, override_num_blocks=len(slices))
     ds = ds.map_batches(
-        partial(read_shard_files, url=url, options=options),
+        partial(
+            read_shard_files,
+            url=cfg.output.path,
+            options=storage.resolve_options(cfg.output.path, cfg.output.storage_options),
+        ),
         batch_size=1,
         batch_format="pyarrow",
         num_cpus=LIGHT_TASK_CPUS,
@@ -263,20 +263,16 @@ def run_phase(cfg, fs, root: str, plan: dict, source: str, phase: str, steps) ->
     counter = progress.counter() if progress.piped() else None
     for step in steps:
         ds = pools.apply(ds, step, cfg.execution, counter)
-    ds = ds.map_batches(
-        partial(shards.spill, url=url, options=options, phase=phase),
-        batch_format="pyarrow",
-        num_cpus=LIGHT_TASK_CPUS,
-    )
 
     if phase == shards.FINAL_PHASE:
-        from prefgen.run.sink import commit_final_shard as write
-    else:
-        write = partial(shards.commit_phase_shard, phase)
-    task = ray.remote(shards.commit_parts).options(num_cpus=LIGHT_TASK_CPUS, max_retries=3)
+        from prefgen.run.sink import commit_final_shard
 
-    def commit(shard: int, chosen: dict[str, str]) -> dict:
-        return ray.get(task.remote(url, options, phase, shard, chosen, write))
+        def commit(shard: int, table: pa.Table) -> dict:
+            return commit_final_shard(fs, root, shard, table)
+    else:
+
+        def commit(shard: int, table: pa.Table) -> dict:
+            return shards.commit_phase_shard(fs, root, phase, shard, table)
 
     collector = shards.ShardCollector(
         expected,

@@ -11,12 +11,9 @@ Ray Data has no resume of its own and retries at least once, so the guarantee is
   not committed, whatever files exist: a rerun rewrites the same names, so a kill between
   two files can leave no duplicate and no stale file behind. S3 has no rename; the marker is
   the commit, and a single PUT of a finished buffer never publishes a truncated object.
-* **Workers write, the driver tracks.** The pipeline's last task (`spill`) writes its rows
-  as part files under `_work/<phase>/parts/shard-NNNNN/` and returns one small record per
-  row (shard, key, part). `ShardCollector` on the driver holds only those records: it drops
-  keys it already holds (a retried task may replay rows) and, the moment a shard has all its
-  rows, starts a task (`commit_parts`) that assembles the shard from the chosen parts and
-  commits it. A kill loses only the shards in flight; their parts are removed on resume.
+* **Collector on the driver.** `ShardCollector` receives the pipeline's final rows, drops
+  copies of rows it already holds (a retried task may replay them), and commits a shard the
+  moment all of its rows have arrived. A kill loses only the shards in flight.
 
 Layout of a run directory:
 
@@ -26,7 +23,6 @@ Layout of a run directory:
     _work/input/shard-NNNNN.parquet      validated prompt rows
     _work/<phase>/shard-NNNNN.parquet    rows after an intermediate phase (phased mode)
     _work/<phase>/shard-NNNNN.done       commit markers
-    _work/<phase>/parts/shard-NNNNN/     rows of a shard in flight, one file per block
 """
 
 from __future__ import annotations
@@ -46,7 +42,6 @@ from prefgen.data import storage
 from prefgen.data.rows import stable_hash
 
 WORK = "_work"
-PARTS = "parts"
 PLAN = f"{WORK}/plan.json"
 INPUT_PHASE = "input"
 FINAL_PHASE = "final"
@@ -84,68 +79,6 @@ def marker_file(root: str, phase: str, shard: int) -> str:
     return storage.join(root, WORK, phase, f"{shard_name(shard)}.done")
 
 
-def parts_dir(root: str, phase: str, shard: int | None = None) -> str:
-    """Where workers put a phase's (or one shard's) rows before the shard is committed."""
-    base = storage.join(root, WORK, phase, PARTS)
-    return base if shard is None else storage.join(base, shard_name(shard))
-
-
-TRACK_SCHEMA = pa.schema(
-    [("shard", pa.int64()), ("key", pa.string()), ("error", pa.bool_()), ("part", pa.string())]
-)
-
-
-def row_keys(table: pa.Table) -> list[str]:
-    """A row's identity within a run: its input file and line (a replayed row has the same)."""
-    sources, indices = table.column("source").to_pylist(), table.column("index").to_pylist()
-    return [f"{s}#{i}" for s, i in zip(sources, indices)]
-
-
-def spill(batch: pa.Table, url: str, options: dict, phase: str) -> pa.Table:
-    """Worker side of the commit: write the batch's rows, one part file per shard, and return
-    only what the driver tracks (shard, key, error, part path per row).
-
-    A part is named by the hash of its keys, so a retried task rewrites the same file.
-    """
-    fs, root = storage.filesystem(url, options)
-    shard_col, keys = batch.column("shard").to_pylist(), row_keys(batch)
-    errors = [bool(r and r.startswith("error")) for r in batch.column("reason").to_pylist()]
-    parts: list[str] = [""] * len(keys)
-    for shard in sorted(set(shard_col)):
-        rows = [i for i, s in enumerate(shard_col) if s == shard]
-        name = stable_hash(sorted(keys[i] for i in rows))
-        path = storage.join(parts_dir(root, phase, shard), f"{name}.parquet")
-        storage.write_parquet_atomic(fs, path, batch.take(rows))
-        for i in rows:
-            parts[i] = path
-    return pa.table([shard_col, keys, errors, parts], schema=TRACK_SCHEMA)
-
-
-def commit_parts(
-    url: str,
-    options: dict,
-    phase: str,
-    shard: int,
-    chosen: dict[str, str],
-    commit: Callable[[Any, str, int, pa.Table], dict],
-) -> dict:
-    """Assemble one shard from its parts (each key from the part the driver chose, rows in key
-    order), `commit(fs, root, shard, table)` it, then drop the parts. Runs as a Ray task."""
-    import pyarrow.parquet as pq
-
-    fs, root = storage.filesystem(url, options)
-    tables = []
-    for part in sorted(set(chosen.values())):
-        table = pq.read_table(part, filesystem=storage.arrow_filesystem(fs))
-        mine = [i for i, k in enumerate(row_keys(table)) if chosen.get(k) == part]
-        tables.append(table.take(mine))
-    table = pa.concat_tables(tables, promote_options="default")
-    order = sorted(range(table.num_rows), key=row_keys(table).__getitem__)
-    content = commit(fs, root, shard, table.take(order))
-    storage.remove_tree(fs, parts_dir(root, phase, shard))
-    return content
-
-
 def committed(fs, root: str, phase: str) -> dict[int, dict[str, Any]]:
     """Shard -> marker content, for every committed shard of a phase."""
     found = fs.glob(storage.join(root, WORK, phase, "shard-*.done"))
@@ -179,7 +112,7 @@ def write_marker(fs, root: str, phase: str, shard: int, content: dict[str, Any])
     storage.write_json_atomic(fs, marker_file(root, phase, shard), content)
 
 
-def commit_phase_shard(phase: str, fs, root: str, shard: int, table: pa.Table) -> dict:
+def commit_phase_shard(fs, root: str, phase: str, shard: int, table: pa.Table) -> dict:
     """An intermediate phase's rows of one shard: data file, then marker."""
     storage.write_parquet_atomic(fs, phase_file(root, phase, shard), table)
     content = {"rows": table.num_rows}
@@ -189,20 +122,19 @@ def commit_phase_shard(phase: str, fs, root: str, shard: int, table: pa.Table) -
 
 @dataclass
 class ShardCollector:
-    """Driver side of a phase: tracks which rows of each shard have been written (by `spill`),
-    and commits each shard once it is complete.
+    """Driver side of a phase: gathers rows per shard, commits each shard once it is complete.
 
-    `expected` is the plan's row count per pending shard; `commit(shard, {key: part})` commits
-    the shard from the chosen parts (on a small thread pool, so commits overlap the pipeline).
-    Batches are `TRACK_SCHEMA` tables: the driver never holds rows, only their keys.
+    `expected` is the plan's row count per pending shard; `commit(shard, rows)` writes the
+    shard and its marker (it runs on a small thread pool so writing overlaps the pipeline).
+    Rows are Arrow tables with `shard`, `source`, `index` and `status`/`reason` columns.
     """
 
     expected: dict[int, int]
-    commit: Callable[[int, dict[str, str]], dict]
+    commit: Callable[[int, pa.Table], dict]
     phase: str
     max_error_rate: float = 1.0
     min_rows_for_error_rate: int = 0
-    buffers: dict[int, dict[str, str]] = field(default_factory=dict)
+    buffers: dict[int, dict[str, pa.Table]] = field(default_factory=dict)
     done: dict[int, dict] = field(default_factory=dict)
     replayed: int = 0
     rows_seen: int = 0
@@ -212,34 +144,41 @@ class ShardCollector:
     _started: float = field(default_factory=time.perf_counter)
 
     def add(self, batch: pa.Table) -> None:
-        """Take a batch of row records; commit the shards it completes (after the error check,
+        """Take a batch of final rows; commit the shards it completes (after the error check,
         so a shard that pushed the run over its error ceiling is redone on resume)."""
-        columns = (batch.column(c).to_pylist() for c in ("shard", "key", "error", "part"))
+        shards = batch.column("shard").to_pylist()
+        sources = batch.column("source").to_pylist()
+        indices = batch.column("index").to_pylist()
+        reasons = batch.column("reason").to_pylist()
         complete = []
-        for shard, key, error, part in zip(*columns):
+        for pos, shard in enumerate(shards):
+            key = f"{sources[pos]}#{indices[pos]}"
             buffer = self.buffers.get(shard)
             if shard not in self.expected or shard in self._futures or key in (buffer or {}):
                 self.replayed += 1  # a retried task replayed a row we already hold
                 continue
             buffer = self.buffers.setdefault(shard, {})
-            buffer[key] = part
+            buffer[key] = batch.slice(pos, 1)
             self.rows_seen += 1
-            self.errors_seen += error
+            self.errors_seen += bool(reasons[pos] and reasons[pos].startswith("error"))
             if len(buffer) == self.expected[shard]:
                 complete.append(shard)
         self._check_errors()
         for shard in complete:
-            self._futures[shard] = self._pool.submit(
-                self._commit_one, shard, self.buffers.pop(shard)
-            )
+            self._commit(shard)
 
-    def _commit_one(self, shard: int, chosen: dict[str, str]) -> dict:
-        content = self.commit(shard, chosen)
+    def _commit(self, shard: int) -> None:
+        rows = self.buffers.pop(shard)
+        table = pa.concat_tables(rows[k] for k in sorted(rows))
+        self._futures[shard] = self._pool.submit(self._commit_one, shard, table)
+
+    def _commit_one(self, shard: int, table: pa.Table) -> dict:
+        content = self.commit(shard, table)
         self.done[shard] = content
         elapsed = time.perf_counter() - self._started
         print(
             f"prefgen [{self.phase}] {len(self.done)}/{len(self.expected)} shards committed "
-            f"({shard_name(shard)}, {len(chosen)} rows, {elapsed:.0f}s)",
+            f"({shard_name(shard)}, {table.num_rows} rows, {elapsed:.0f}s)",
             file=sys.stderr,
             flush=True,
         )
