@@ -101,8 +101,8 @@ class RouteConfig(RewardClientConfig):
         default=None,
         ge=0,
         le=1,
-        description="Budget: judge at most this share of each batch (execution.block_rows "
-        "prompts), the smallest gaps first; with a band, only prompts inside it.",
+        description="Budget: judge at most this share of each batch the route stage gets "
+        "(its pool's batch_size), the smallest gaps first; with a band, only prompts inside it.",
     )
     model_version: str | None = Field(
         default=None,

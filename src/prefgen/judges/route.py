@@ -11,9 +11,10 @@ settled the prompt is by its best-worst reward gap:
   judges' scores (out of `overall` and out of the judge votes), so each pair's `rm_margin`
   shows whether the reward model and the judges agree where both scored.
 
-A judging budget (`route.judge_share`: "judge at most 20 %") is spent per batch
-(`execution.block_rows` prompts, fixed by the shard plan): the smallest gaps are judged
-first. A band alone is a per-prompt rule. This is
+A judging budget (`route.judge_share`: "judge at most 20 %") is spent per batch the stage
+gets (its pool's `batch_size` rows): the smallest gaps are judged first. Which prompts share
+a batch depends on how Ray Data bundles blocks, so a rerun may route a borderline prompt the
+other way; a band alone is a per-prompt rule and routes the same on every run. This is
 how Skywork-Reward-V2 and Hybrid Preferences spend costly labels: only where the cheap scorer
 is unsure. Input: prompt rows with `responses`. Output: the same rows with `route` set and
 the reward in each scored response's `scores`.
@@ -63,7 +64,9 @@ def decide(
     return [BY_JUDGES if i in judged else BY_REWARD for i in range(len(gaps))]
 
 
-def apply_route(rows: list[dict], rewards: list[float], band, judge_share=None) -> None:
+def apply_route(
+    rows: list[dict], rewards: list[float], band: float | None, judge_share: float | None = None
+) -> None:
     """Write the rewards (in `route_items` order) into the responses and decide each row."""
     k = 0
     ok = [row for row in rows if is_ok(row)]
