@@ -111,6 +111,8 @@ def run_trl(train: list[dict], test: list[dict], args, backbone_dir: str) -> dic
 
     torch.manual_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(backbone_dir)
+    if tokenizer.eos_token is None:  # BERT-style tokenizers: TRL appends an EOS to each text
+        tokenizer.eos_token = tokenizer.sep_token
     model = AutoModelForSequenceClassification.from_pretrained(backbone_dir, num_labels=1)
     with tempfile.TemporaryDirectory() as out:
         config = RewardConfig(
