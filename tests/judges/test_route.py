@@ -7,7 +7,7 @@ from judges.judge_rows import math_row, rejected_row
 
 from prefgen.config import ConfigError, MathVerifierConfig
 from prefgen.judges.llm_judge import judge_targets
-from prefgen.judges.route import apply_route, decide, reward_gap, route_items
+from prefgen.judges.route import decide, decide_rows, reward_gap, route_items, write_rewards
 from prefgen.judges.scoring import score_rows
 from prefgen.pairing.strategies import pair_rows
 from prefgen.run.registry import build_stages, load_pipeline
@@ -51,11 +51,12 @@ def _routed() -> list[dict]:
     items = route_items(rows)
     assert len(items) == 3 + 2  # every scorable response of the ok rows, none of the rejected
     # settled: rewards 3.0 / -2.0 / 0.5 (gap 5); unsure: 0.4 / 0.1 (gap 0.3)
-    apply_route(rows, [3.0, -2.0, 0.5, 0.4, 0.1], band=1.0)
+    write_rewards(rows, [3.0, -2.0, 0.5, 0.4, 0.1])
+    decide_rows(rows, band=1.0)
     return rows
 
 
-def test_apply_route_writes_rewards_and_decides_each_row():
+def test_rewards_are_written_and_each_row_decided():
     settled, rejected, unsure = _routed()
     assert [r["scores"]["reward_model"] for r in settled["responses"]] == [3.0, -2.0, 0.5]
     assert "reward_model" not in unsure["responses"][1]["scores"]
@@ -113,3 +114,26 @@ def test_route_config_is_checked_and_adds_one_stage_before_the_judges():
     from prefgen.run import pools
 
     assert sum(1 for step in pools.plan(build_stages(cfg)) if step.pool) == 1
+
+
+def test_a_budget_is_decided_per_shard_in_a_phase_of_its_own_a_band_in_the_stream():
+    from prefgen.run import pools
+
+    routed = ["route.kind=reward_model", "route.url=http://127.0.0.1:1"]
+    by_band = load_pipeline(QUICKSTART, [*routed, "route.band=1"])
+    steps = pools.plan(build_stages(by_band))
+    assert [name for name, _ in pools.phases(steps, "streaming")] == ["final"]
+    by_budget = load_pipeline(QUICKSTART, [*routed, "route.judge_share=0.5"])
+    steps = pools.plan(build_stages(by_budget))
+    # the router ends the generators' pool; the judges open their own, in the next phase
+    assert steps[0].stages[-1].name == "route" and steps[0].stages[-1].on_shard is not None
+    assert steps[1].pool and steps[1].stages[0].name == "judge-coig_p"
+    for mode in ("streaming", "phased"):
+        named = pools.phases(steps, mode)
+        assert named[0][1][-1] is steps[0] and named[-1][0] == "final"
+    assert [n for n, _ in pools.phases(steps, "streaming")] == ["00-generate-smol-helpful", "final"]
+    # the decision over a whole shard: half of the four orderable prompts go to the judges
+    rows = [math_row(f"p{i}") for i in range(4)]
+    write_rewards(rows, [v for gap in (4.0, 0.5, 2.0, 1.0) for v in (gap, 0.0, 0.0)])
+    steps[0].stages[-1].on_shard(rows)
+    assert [r["route"] for r in rows] == ["reward_model", "judges", "reward_model", "judges"]

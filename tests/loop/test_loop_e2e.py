@@ -19,6 +19,7 @@ import pytest
 from conftest import ROOT, free_port
 
 from prefgen.data.manifest import read_manifest, read_rows
+from prefgen.judges.route import decide, reward_gap
 
 pytestmark = pytest.mark.e2e
 
@@ -82,6 +83,17 @@ def test_two_rounds_killed_in_round_two_training_then_resumed(tmp_path):
     assert second["run"]["settled_by_reward_model"] >= 3  # judge_share 0.5: judges saw a part
     pairs = read_rows(str(out / "round-2"), manifest, "pairs")
     assert {p["label_source"] for p in pairs} <= {"judge", "reward_model"}
+    # the budget is spent per shard: the rewards in the responses table decide each prompt
+    assert manifest["execution"]["shards"] == 1
+    rewards: dict[str, list] = {}
+    for r in read_rows(str(out / "round-2"), manifest, "responses"):
+        rewards.setdefault(r["prompt_id"], []).append({"scores": dict(r["scores"])})
+    ids = sorted(rewards)
+    gaps = [reward_gap({"responses": rewards[i]}) for i in ids]
+    routes = dict(zip(ids, decide(gaps, route["band"], route["judge_share"]), strict=True))
+    settled = {i for i, r in routes.items() if r == "reward_model"}
+    assert len(settled) == second["run"]["settled_by_reward_model"]
+    assert all((p["label_source"] == "reward_model") == (p["prompt_id"] in settled) for p in pairs)
     assert all(p["rm_margin"] is not None for p in pairs)  # both scored wherever judges labelled
     # the reward models learned and the report plots each round
     assert all(r["train"]["eval_accuracy"] is not None for r in state["rounds"])

@@ -24,7 +24,7 @@ class LoopRouteConfig(Section):
         default=0.2,
         ge=0,
         le=1,
-        description="Judging budget: at most this share of each batch goes to the LLM judges, "
+        description="Judging budget: at most this share of each shard goes to the LLM judges, "
         "the prompts with the smallest reward gaps.",
     )
     band: float | None = Field(

@@ -101,8 +101,9 @@ class RouteConfig(RewardClientConfig):
         default=None,
         ge=0,
         le=1,
-        description="Budget: judge at most this share of each batch the route stage gets "
-        "(its pool's batch_size), the smallest gaps first; with a band, only prompts inside it.",
+        description="Budget: judge at most this share of each shard (execution.shard_rows), "
+        "the smallest gaps first; with a band, only prompts inside it. The phase ends after "
+        "the route stage, so the driver decides each whole shard.",
     )
     model_version: str | None = Field(
         default=None,

@@ -11,12 +11,12 @@ settled the prompt is by its best-worst reward gap:
   judges' scores (out of `overall` and out of the judge votes), so each pair's `rm_margin`
   shows whether the reward model and the judges agree where both scored.
 
-A judging budget (`route.judge_share`: "judge at most 20 %") is spent per batch the stage
-gets (its pool's `batch_size` rows): the smallest gaps are judged first. Which prompts share
-a batch depends on how Ray Data bundles blocks, so a rerun may route a borderline prompt the
-other way; a band alone is a per-prompt rule and routes the same on every run. This is
-how Skywork-Reward-V2 and Hybrid Preferences spend costly labels: only where the cheap scorer
-is unsure. Input: prompt rows with `responses`. Output: the same rows with `route` set and
+A judging budget (`route.judge_share`: "judge at most 20 %") is spent per shard
+(`execution.shard_rows` prompts, fixed by the plan), the smallest gaps first. The stage then
+only scores; the driver decides each complete shard before it commits it (`Stage.on_shard`),
+so a rerun routes every prompt the same way whatever the batching. A band alone is a
+per-prompt rule and is decided in the stream. This is how Skywork-Reward-V2 and Hybrid
+Preferences spend costly labels: only where the cheap scorer is unsure. Input: prompt rows with `responses`. Output: the same rows with `route` set and
 the reward in each scored response's `scores`.
 """
 
@@ -64,18 +64,22 @@ def decide(
     return [BY_JUDGES if i in judged else BY_REWARD for i in range(len(gaps))]
 
 
-def apply_route(
-    rows: list[dict], rewards: list[float], band: float | None, judge_share: float | None = None
-) -> None:
-    """Write the rewards (in `route_items` order) into the responses and decide each row."""
+def write_rewards(rows: list[dict], rewards: list[float]) -> None:
+    """Write the rewards (in `route_items` order) into the responses' scores."""
     k = 0
-    ok = [row for row in rows if is_ok(row)]
-    for row in ok:
+    for row in rows:
+        if not is_ok(row):
+            continue
         for response in row["responses"]:
             if routable(response):
                 response["scores"][SCORE_NAME] = float(rewards[k])
                 response["judge_status"][SCORE_NAME] = "ok"
                 k += 1
+
+
+def decide_rows(rows: list[dict], band: float | None, judge_share: float | None = None) -> None:
+    """Set each ok row's `route` from its reward gap; `rows` is the set a budget is shared by."""
+    ok = [row for row in rows if is_ok(row)]
     for row, route in zip(ok, decide([reward_gap(r) for r in ok], band, judge_share), strict=True):
         row["route"] = route
 
@@ -101,5 +105,7 @@ class RouteStage:
     def __call__(self, rows: list[dict]) -> list[dict]:
         items = route_items(rows)
         rewards = self.client.score(items) if items else []
-        apply_route(rows, rewards, self.cfg.band, self.cfg.judge_share)
+        write_rewards(rows, rewards)
+        if self.cfg.judge_share is None:  # a budget is decided per shard, on the driver
+            decide_rows(rows, self.cfg.band)
         return rows

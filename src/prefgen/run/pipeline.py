@@ -38,7 +38,7 @@ from prefgen.data.manifest import (
     write_manifest,
 )
 from prefgen.data.ray_cluster import RayCluster
-from prefgen.data.rows import row_key, to_table
+from prefgen.data.rows import row_key, to_rows, to_table
 from prefgen.data.schema import ROW_SCHEMA
 from prefgen.run import pools, progress, shards
 from prefgen.run.registry import build_stages, model_uses
@@ -264,15 +264,21 @@ def run_phase(cfg, fs, root: str, plan: dict, source: str, phase: str, steps) ->
     for step in steps:
         ds = pools.apply(ds, step, cfg.execution, counter)
 
+    from prefgen.run.sink import commit_final_shard
+
     if phase == shards.FINAL_PHASE:
-        from prefgen.run.sink import commit_final_shard
-
-        def commit(shard: int, table: pa.Table) -> dict:
-            return commit_final_shard(fs, root, shard, table)
+        write = partial(commit_final_shard, fs, root)
     else:
+        write = partial(shards.commit_phase_shard, fs, root, phase)
+    decisions = [stage.on_shard for step in steps for stage in step.stages if stage.on_shard]
 
-        def commit(shard: int, table: pa.Table) -> dict:
-            return shards.commit_phase_shard(fs, root, phase, shard, table)
+    def commit(shard: int, table: pa.Table) -> dict:
+        if decisions:  # per-shard decisions (a judging budget) see the whole shard, in order
+            rows = to_rows(table)
+            for decision in decisions:
+                decision(rows)
+            table = to_table(rows)
+        return write(shard=shard, table=table)
 
     collector = shards.ShardCollector(
         expected,

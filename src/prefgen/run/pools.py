@@ -14,7 +14,9 @@
 
 A pool reserves what its most demanding model asks for (CPUs, GPUs, actors); its torch / vLLM
 threads follow its CPUs. In phased mode each pool is a phase of its own (its rows persisted
-before the next pool loads), so a cluster with few GPUs holds one weight set at a time.
+before the next pool loads), so a cluster with few GPUs holds one weight set at a time. A stage
+with a per-shard decision (`Stage.on_shard`, the routing budget) ends its step and, in both
+modes, its phase: the driver applies the decision to each complete shard as it commits it.
 
 Failures inside a pool: a stage that raises is retried on the whole batch
 (`execution.batch_retries`), then row by row; a row that still fails is rejected with the error
@@ -73,25 +75,32 @@ def plan(stages: list[Stage]) -> list[Step]:
     steps: list[Step] = []
     open_pool: Step | None = None
     for stage in stages:
-        if stage.own_task_cpus is not None:
+        open_pool = _place(steps, open_pool, stage)
+        if stage.on_shard is not None:  # a per-shard decision ends its step (and its phase)
             open_pool = _close(steps, open_pool)
-            steps.append(Step(stage.name, (stage,), num_cpus=stage.own_task_cpus))
-            continue
-        if not stage.heavy:
-            if open_pool is not None:
-                open_pool = _with(open_pool, stage)
-            elif steps and not steps[-1].pool and steps[-1].stages[-1].own_task_cpus is None:
-                steps[-1] = Step(steps[-1].name, (*steps[-1].stages, stage))
-            else:
-                steps.append(Step(stage.name, (stage,)))
-            continue
-        if open_pool is not None and _fits(open_pool, stage):
-            open_pool = _with(open_pool, stage)
-            continue
-        open_pool = _close(steps, open_pool)
-        open_pool = _with(Step(stage.name, (), pool=True, num_cpus=0.0, concurrency=0), stage)
     _close(steps, open_pool)
     return steps
+
+
+def _place(steps: list[Step], open_pool: Step | None, stage: Stage) -> Step | None:
+    """Put one stage in the open pool, the last task or a new step; returns the open pool."""
+    if stage.own_task_cpus is not None:
+        _close(steps, open_pool)
+        steps.append(Step(stage.name, (stage,), num_cpus=stage.own_task_cpus))
+        return None
+    if not stage.heavy:
+        if open_pool is not None:
+            return _with(open_pool, stage)
+        last = steps[-1].stages[-1] if steps and not steps[-1].pool else None
+        if last is not None and last.own_task_cpus is None and last.on_shard is None:
+            steps[-1] = Step(steps[-1].name, (*steps[-1].stages, stage))
+        else:
+            steps.append(Step(stage.name, (stage,)))
+        return None
+    if open_pool is not None and _fits(open_pool, stage):
+        return _with(open_pool, stage)
+    _close(steps, open_pool)
+    return _with(Step(stage.name, (), pool=True, num_cpus=0.0, concurrency=0), stage)
 
 
 def _fits(pool: Step, stage: Stage) -> bool:
@@ -148,18 +157,19 @@ def _close(steps: list[Step], pool: Step | None) -> None:
 
 def phases(steps: list[Step], mode: str) -> list[tuple[str, list[Step]]]:
     """Steps grouped into phases: one in streaming mode; in phased mode, one per pool, light
-    steps riding with the pool before them (or the first one). The last phase is always named
-    `final`, since it writes the output tables."""
+    steps riding with the pool before them (or the first one). In both modes a step that ends
+    with a per-shard decision (`Stage.on_shard`) ends its phase, so the driver sees each whole
+    shard before the next stage does. The last phase is always named `final`, since it writes
+    the output tables."""
     from prefgen.run.shards import FINAL_PHASE
 
-    if mode == "streaming":
-        return [(FINAL_PHASE, steps)]
-    groups: list[list[Step]] = []
+    groups: list[list[Step]] = [[]]
     for step in steps:
-        if not groups or (step.pool and any(s.pool for s in groups[-1])):
-            groups.append([step])
-        else:
-            groups[-1].append(step)
+        if mode != "streaming" and step.pool and any(s.pool for s in groups[-1]):
+            groups.append([])
+        groups[-1].append(step)
+        if step.stages[-1].on_shard is not None and step is not steps[-1]:
+            groups.append([])
     named = [(f"{i:02d}-{g[0].name}", g) for i, g in enumerate(groups)]
     named[-1] = (FINAL_PHASE, named[-1][1])
     return named

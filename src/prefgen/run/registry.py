@@ -57,6 +57,9 @@ class Stage:
     reject_as: str = "stage"  # `stage` of the rows it rejects when it keeps failing
     resilient: bool = True  # retry a failing batch, then row by row
     own_task_cpus: float | None = None  # a light stage that needs a task (and CPUs) of its own
+    # A decision that needs a whole shard at once (a judging budget): its step and its phase
+    # end after this stage, and the driver applies it to each complete shard before the commit.
+    on_shard: Callable[[list[dict]], None] | None = None
 
     @property
     def heavy(self) -> bool:
@@ -133,14 +136,20 @@ def route_stages(cfg: PipelineConfig) -> list[Stage]:
     r = cfg.route
     if r.kind != "reward_model":
         return []
-    from prefgen.judges.route import RouteStage
+    from prefgen.judges.route import RouteStage, decide_rows
 
     # Over HTTP the router holds a session, not a model: a light stage, so it runs inside the
-    # pool of the judges after it and generators and judges on one set of weights keep one pool.
+    # pool before it. A budget is spent per shard: the phase ends after the router.
     holds = None if r.url else Holds(num_cpus=r.num_cpus, concurrency=r.concurrency)
+    budget = partial(decide_rows, band=r.band, judge_share=r.judge_share)
     return [
         Stage(
-            "route", "route", lambda engines, rc=r: RouteStage(rc), holds=holds, reject_as="route"
+            "route",
+            "route",
+            lambda engines, rc=r: RouteStage(rc),
+            holds=holds,
+            reject_as="route",
+            on_shard=budget if r.judge_share is not None else None,
         )
     ]
 
