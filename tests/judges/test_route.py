@@ -117,7 +117,7 @@ def test_route_config_is_checked_and_adds_one_stage_before_the_judges():
 
 
 def test_a_budget_is_decided_per_shard_in_a_phase_of_its_own_a_band_in_the_stream():
-    from prefgen.run import pools
+    from prefgen.run import pools, preflight
 
     routed = ["route.kind=reward_model", "route.url=http://127.0.0.1:1"]
     by_band = load_pipeline(QUICKSTART, [*routed, "route.band=1"])
@@ -132,6 +132,11 @@ def test_a_budget_is_decided_per_shard_in_a_phase_of_its_own_a_band_in_the_strea
         named = pools.phases(steps, mode)
         assert named[0][1][-1] is steps[0] and named[-1][0] == "final"
     assert [n for n, _ in pools.phases(steps, "streaming")] == ["00-generate-smol-helpful", "final"]
+    # preflight counts what is up at once: one pool per phase, not both
+    assert [len(phase) for phase in preflight.phase_pools(by_budget)] == [1, 1]
+    preflight.check_resources(
+        by_budget, {"CPU": max(p.cpus for p in preflight.model_pools(by_budget)) + 0.25}
+    )
     # the decision over a whole shard: half of the four orderable prompts go to the judges
     rows = [math_row(f"p{i}") for i in range(4)]
     write_rewards(rows, [v for gap in (4.0, 0.5, 2.0, 1.0) for v in (gap, 0.0, 0.0)])

@@ -202,30 +202,37 @@ class Pool:
 def model_pools(cfg: PipelineConfig) -> list[Pool]:
     """The actor pools a run holds, with what each reserves: exactly the pools the pipeline
     creates (`prefgen.run.pools.plan` over the stage registry), so the two cannot drift."""
+    return [pool for phase in phase_pools(cfg) for pool in phase]
+
+
+def phase_pools(cfg: PipelineConfig) -> list[list[Pool]]:
+    """`model_pools` per phase (`prefgen.run.pools.phases`): the pools that are up at once."""
     from prefgen.run import pools
     from prefgen.run.registry import build_stages
 
     found = []
-    for step in pools.plan(build_stages(cfg)):
-        if not step.pool:
-            continue
-        keys = [use.key for stage in step.stages for use in stage.models] or [
-            stage.section for stage in step.stages if stage.holds is not None
-        ]
-        n = step.concurrency
-        found.append(Pool(", ".join(keys), step.num_cpus * n, step.num_gpus * n))
+    for _, steps in pools.phases(pools.plan(build_stages(cfg)), cfg.execution.mode):
+        found.append([])
+        for step in steps:
+            if not step.pool:
+                continue
+            keys = [use.key for stage in step.stages for use in stage.models] or [
+                stage.section for stage in step.stages if stage.holds is not None
+            ]
+            n = step.concurrency
+            found[-1].append(Pool(", ".join(keys), step.num_cpus * n, step.num_gpus * n))
     return found
 
 
 def check_resources(
     cfg: PipelineConfig, resources: dict, light_cpus: float = LIGHT_TASK_CPUS
 ) -> None:
-    """Pools that must be up at once (all of them when streaming, the biggest one when phased)
-    against the cluster's CPU and GPU totals. Pure: `resources` is `ray.cluster_resources()`."""
-    pools = model_pools(cfg)
-    phased = cfg.execution.mode == "phased"
-    cpu_pools = [max(pools, key=lambda p: p.cpus)] if phased and pools else pools
-    gpu_pools = [max(pools, key=lambda p: p.gpus)] if phased and pools else pools
+    """The pools of the most demanding phase (all pools when streaming, one when phased, split
+    where a per-shard decision ends a phase) against the cluster's CPU and GPU totals. Pure:
+    `resources` is `ray.cluster_resources()`."""
+    phases = phase_pools(cfg)
+    cpu_pools = max(phases, key=lambda ps: sum(p.cpus for p in ps))
+    gpu_pools = max(phases, key=lambda ps: sum(p.gpus for p in ps))
     total_cpus, total_gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
     problems = []
     cpus = sum(p.cpus for p in cpu_pools)
