@@ -17,7 +17,11 @@ that both trainers see the part of a pair that differs; it is not HH-RLHF.
 TRL's side: `RewardTrainer` on `AutoModelForSequenceClassification` (one label), its own
 tokenization (TRL drops training pairs longer than max_length; the count is printed) and, to
 score, the tokenizer's default truncation. prefgen's side: `prefgen.reward.train.train` on
-one Ray Train worker with the CPUs the machine has, then `prefgen.reward.model.score`.
+one Ray Train worker with the CPUs the machine has, then `prefgen.reward.model.score`; then
+prefgen once more on exactly the pairs TRL kept, so the times compare the same work. TRL's time
+is `trainer.train()` (its tokenization and model load come before); prefgen's "train" is the
+whole `train()` call (Ray and Ray Train start-up, model load, checkpoints) and "loop" its
+training steps alone.
 """
 
 from __future__ import annotations
@@ -132,13 +136,14 @@ def run_trl(train: list[dict], test: list[dict], args, backbone_dir: str) -> dic
         trainer = RewardTrainer(
             model=model,
             args=config,
-            train_dataset=Dataset.from_list(train),
+            train_dataset=Dataset.from_list([{**p, "pair": i} for i, p in enumerate(train)]),
             processing_class=tokenizer,
         )
-        kept = len(trainer.train_dataset)
+        kept = sorted(trainer.train_dataset["pair"])
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
+        steps = trainer.state.global_step
     model.eval()
 
     @torch.inference_mode()
@@ -158,7 +163,14 @@ def run_trl(train: list[dict], test: list[dict], args, backbone_dir: str) -> dic
     chosen = rewards([p["chosen"] for p in test])
     rejected = rewards([p["rejected"] for p in test])
     correct = sum(c > r for c, r in zip(chosen, rejected, strict=True))
-    return {"seconds": seconds, "correct": correct, "trained_on": kept}
+    return {
+        "seconds": seconds,
+        "loop_seconds": seconds,
+        "steps": steps,
+        "correct": correct,
+        "trained_on": len(kept),
+        "kept": kept,
+    }
 
 
 def run_prefgen(train: list[dict], test: list[dict], args) -> dict:
@@ -194,7 +206,13 @@ def run_prefgen(train: list[dict], test: list[dict], args) -> dict:
         chosen, _ = score(model, tokenizer, [""] * len(test), [p["chosen"] for p in test])
         rejected, _ = score(model, tokenizer, [""] * len(test), [p["rejected"] for p in test])
     correct = sum(c > r for c, r in zip(chosen, rejected, strict=True))
-    return {"seconds": seconds, "correct": correct, "trained_on": result["n_train"]}
+    return {
+        "seconds": seconds,
+        "loop_seconds": result["loop_seconds"],
+        "steps": result["steps"],
+        "correct": correct,
+        "trained_on": result["n_train"],
+    }
 
 
 def main() -> None:
@@ -226,18 +244,24 @@ def main() -> None:
         results["TRL RewardTrainer"] = run_trl(train, test, args, str(backbone))
     if args.only != "trl":
         results["prefgen train-rm"] = run_prefgen(train, test, args)
+    if len(results) == 2:  # the same work on both sides: prefgen on the pairs TRL kept
+        kept = [train[i] for i in results["TRL RewardTrainer"]["kept"]]
+        results["prefgen, TRL's pairs"] = run_prefgen(kept, test, args)
     n = len(test)
+    print("  (train: the whole training call; loop: the training steps alone, s/step in brackets)")
     for name, r in results.items():
         low, high = wilson(r["correct"], n)
         print(
-            f"  {name:18s} accuracy {r['correct'] / n:.3f} [{low:.3f}, {high:.3f}]  "
-            f"train {r['seconds']:6.1f}s  on {r['trained_on']} pairs"
+            f"  {name:21s} accuracy {r['correct'] / n:.3f} [{low:.3f}, {high:.3f}]  "
+            f"train {r['seconds']:6.1f}s  loop {r['loop_seconds']:6.1f}s "
+            f"[{r['loop_seconds'] / max(1, r['steps']):.2f}]  on {r['trained_on']} pairs"
         )
-    if len(results) == 2:
-        trl, ours = results["TRL RewardTrainer"], results["prefgen train-rm"]
+    if len(results) == 3:
+        trl, ours, same = (results[k] for k in results)
         print(
             f"  prefgen / TRL: accuracy {ours['correct'] / max(1, trl['correct']):.3f}x, "
-            f"time {ours['seconds'] / trl['seconds']:.2f}x"
+            f"time {ours['seconds'] / trl['seconds']:.2f}x; on TRL's pairs: time "
+            f"{same['seconds'] / trl['seconds']:.2f}x, loop {same['loop_seconds'] / trl['seconds']:.2f}x"
         )
 
 

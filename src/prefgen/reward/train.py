@@ -345,6 +345,7 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
         "eval_accuracy": metrics.get("eval_accuracy"),
         "eval_loss": metrics.get("eval_loss"),
         "history": metrics.get("history", []),
+        "loop_seconds": metrics.get("seconds"),  # the training steps alone (this invocation)
         "loss": {
             "margin_loss_weight": cfg.margin_loss_weight,
             "margin_scale": gap_scale,
