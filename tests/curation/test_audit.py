@@ -249,3 +249,17 @@ def test_apply_label_and_weighted_agreement():
                           ("chat", b["meta"]["human"]["routing_bin"]): 10})  # fmt: skip
     stats = agreement_stats([a, b], population)
     assert stats["agreement"] == 0.5 and stats["agreement_weighted"] == pytest.approx(0.9)
+
+
+def test_an_export_can_take_only_the_pairs_one_labeller_made(run, tmp_path):
+    from prefgen.curation.audit import export_audit
+
+    judged = {p["id"] for p in run["pairs"] if p["label_source"] == "judge"}
+    assert judged  # the built run's pairs are judge-labelled
+    out = str(tmp_path / "judged.json")
+    summary = export_audit(run["url"], 1000, "argilla", out, label_source="judge")
+    assert summary["of_pairs"] == len(judged) == summary["items"]
+    items = json.loads((tmp_path / "judged.json").read_text())
+    assert {i["metadata"]["pair_id"] for i in items} == judged
+    none = export_audit(run["url"], 1000, "argilla", out, label_source="reward_model")
+    assert none["items"] == none["of_pairs"] == 0

@@ -95,6 +95,12 @@ def test_two_rounds_killed_in_round_two_training_then_resumed(tmp_path):
     assert len(settled) == second["run"]["settled_by_reward_model"]
     assert all((p["label_source"] == "reward_model") == (p["prompt_id"] in settled) for p in pairs)
     assert all(p["rm_margin"] is not None for p in pairs)  # both scored wherever judges labelled
+    # each round sent a stratified sample of its judged pairs (only those) out for people
+    assert first["audit"]["items"] >= 1 and first["audit"]["of_pairs"] == first["run"]["pairs"]
+    items = json.loads(Path(second["audit"]["file"]).read_text())
+    judged = {p["id"] for p in pairs if p["label_source"] == "judge"}
+    assert second["audit"]["of_pairs"] == len(judged) and len(items) == second["audit"]["items"]
+    assert {t["data"]["prefgen"]["pair_id"] for t in items} <= judged and (items or not judged)
     # the reward models learned and the report plots each round
     assert all(r["train"]["eval_accuracy"] is not None for r in state["rounds"])
     assert second["train"]["n_train"] > first["train"]["n_train"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -39,6 +39,17 @@ class LoopRouteConfig(Section):
         return self
 
 
+class LoopAuditConfig(Section):
+    """A stratified, blinded sample of each round's judge-labelled pairs (the uncertain share
+    once a reward model routes) for people to label; `prefgen audit merge` reads the labels."""
+
+    per_domain: int = Field(
+        default=0, ge=0, le=100_000, description="Pairs per domain per round; 0: no export."
+    )
+    format: Literal["label-studio", "argilla"] = "label-studio"
+    seed: int = 0
+
+
 class LoopServeConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8011, ge=1, le=65535)
@@ -63,4 +74,5 @@ class LoopConfig(Section):
     rounds: list[LoopRoundConfig] = Field(min_length=1, max_length=1000)
     route: LoopRouteConfig = Field(default_factory=LoopRouteConfig)
     serve: LoopServeConfig = Field(default_factory=LoopServeConfig)
+    audit: LoopAuditConfig = Field(default_factory=LoopAuditConfig)
     ray: RayConfig = Field(default_factory=RayConfig, json_schema_extra={"identity": False})

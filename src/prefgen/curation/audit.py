@@ -161,13 +161,22 @@ def to_argilla(item: dict) -> dict:
 
 
 def export_audit(
-    url: str, per_domain: int, fmt: str, out: str, seed: int = 0, storage_options=None
+    url: str,
+    per_domain: int,
+    fmt: str,
+    out: str,
+    seed: int = 0,
+    storage_options=None,
+    label_source: str | None = None,
 ) -> dict:
-    """Write the audit sample of the run's pairs to `out`; returns a summary."""
+    """Write the audit sample of the run's pairs (only those with `label_source`, if given:
+    the loop audits what the judges labelled) to `out`; returns a summary."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown audit format {fmt!r}; known: {', '.join(FORMATS)}")
     manifest = _manifest(url, storage_options)
     pairs = [decode_pair(p) for p in read_rows(url, manifest, "pairs", storage_options)]
+    if label_source is not None:
+        pairs = [p for p in pairs if p.get("label_source") == label_source]
     exclude = vote_exclusions(manifest.get("config") or {})
     sample = sample_for_audit(pairs, per_domain, seed, exclude)
     items = [to_item(p, seed, exclude) for p in sample]
@@ -178,7 +187,11 @@ def export_audit(
     )
     if fmt == "label-studio":
         storage.write_bytes_atomic(fs, path + ".label-config.xml", LABEL_STUDIO_CONFIG.encode())
-    return {"items": len(items), "per_domain": dict(Counter(i["domain"] for i in items))}
+    return {
+        "items": len(items),
+        "of_pairs": len(pairs),
+        "per_domain": dict(Counter(i["domain"] for i in items)),
+    }
 
 
 def _manifest(url: str, storage_options) -> dict:

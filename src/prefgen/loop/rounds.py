@@ -84,6 +84,9 @@ class Loop:
                 if "run" not in record:
                     record["run"] = self.run_round(k)
                     self._save()
+                if self.cfg.audit.per_domain and "audit" not in record:
+                    record["audit"] = self.audit_round(k)
+                    self._save()
                 if "train" not in record:
                     self.stop_endpoint()  # training gets every core; the next run redeploys
                     record["train"] = self.train_round(k)
@@ -116,6 +119,19 @@ class Loop:
         ))  # fmt: skip
         result = run(load_pipeline(self.cfg.pipeline, overrides))
         return round_summary(result.manifest, out, routing)
+
+    def audit_round(self, k: int) -> dict[str, Any]:
+        """Export round k's judge-labelled pairs, stratified by routing score, for people."""
+        from prefgen.curation.audit import export_audit
+
+        a = self.cfg.audit
+        out = self.url(f"round-{k}", f"audit-{a.format}.json")
+        summary = export_audit(
+            self.url(f"round-{k}"), a.per_domain, a.format, out, a.seed,
+            self.cfg.storage_options, label_source="judge",
+        )  # fmt: skip
+        self.log(f"[loop] round {k}: {summary['items']} judged pair(s) out for audit in {out}")
+        return {"file": out, **summary}
 
     def train_round(self, k: int) -> dict[str, Any]:
         from prefgen.reward.train import load_reward_config, train

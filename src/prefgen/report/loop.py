@@ -35,6 +35,7 @@ def loop_rows(state: dict) -> list[dict]:
                 "band": run.get("band"),
                 "rm_eval_accuracy": train.get("eval_accuracy"),
                 "rm_pairs": train.get("n_train"),
+                "audit_items": (record.get("audit") or {}).get("items"),
             }
         )
     return rows
