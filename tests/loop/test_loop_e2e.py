@@ -62,6 +62,7 @@ def test_two_rounds_killed_in_round_two_training_then_resumed(tmp_path):
     state = json.loads((out / "loop.json").read_text())
     first, second = state["rounds"]
     assert second["train"]["resumed_from_step"] >= 2  # from the checkpoint, not from scratch
+    assert second["train"]["init_from"] == first["train"]["model"]  # continue_training
 
     # every pair exactly once: per round, each input prompt has its pairs or a no-pair reject
     for k, record in ((1, first), (2, second)):

@@ -231,6 +231,30 @@ def test_training_learns_the_signal(trained):
 
 
 @pytest.mark.e2e
+def test_init_from_continues_a_trained_model_and_refuses_another_shape(trained, tmp_path):
+    from prefgen.reward.model import build_reward_model
+    from prefgen.reward.train import _load_weights, train
+
+    result, cfg = trained
+    more = cfg.model_copy(
+        update={
+            "init_from": result["model"],
+            "max_steps": 1,
+            "output": cfg.output.model_copy(update={"path": str(tmp_path / "more")}),
+        }
+    )
+    continued = train(more)
+    assert continued["init_from"] == result["model"] and continued["steps"] == 1
+    # its baseline (step 0, before any update) is the trained model, not a fresh head
+    start = continued["history"][0]
+    assert start["eval_loss"] == pytest.approx(result["eval_loss"], abs=0.02)
+    assert start["eval_loss"] < result["history"][0]["eval_loss"] - 0.2
+    other, _ = build_reward_model(cfg.backbone, ["judge.relevance"], cfg.max_length)
+    with pytest.raises(ValueError, match="init_from=.*not a reward model on this backbone"):
+        _load_weights(other, result["model"], {})
+
+
+@pytest.mark.e2e
 def test_saved_model_is_self_describing_and_ranks_held_out_pairs(trained):
     from prefgen.reward.data import load_pairs, split_pairs
     from prefgen.reward.evaluate import pairwise_metrics, score_pairs

