@@ -16,7 +16,8 @@ A judging budget (`route.judge_share`: "judge at most 20 %") is spent per shard
 only scores; the driver decides each complete shard before it commits it (`Stage.on_shard`),
 so a rerun routes every prompt the same way whatever the batching. A band alone is a
 per-prompt rule and is decided in the stream. This is how Skywork-Reward-V2 and Hybrid
-Preferences spend costly labels: only where the cheap scorer is unsure. Input: prompt rows with `responses`. Output: the same rows with `route` set and
+Preferences spend costly labels: only where the cheap scorer is unsure. Input: prompt rows
+with `responses`. Output: the same rows with `route` set (by the driver, with a budget) and
 the reward in each scored response's `scores`.
 """
 

@@ -79,8 +79,6 @@ def train_loop_per_worker(config: dict) -> None:
     model, tokenizer = build_reward_model(
         config["backbone"], config["aspects"], config["max_length"]
     )
-    if config["init_from"]:
-        _load_weights(model, config["init_from"], config["init_options"])
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"]
     )
@@ -103,6 +101,8 @@ def train_loop_per_worker(config: dict) -> None:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             start_step, history = int(state["step"]), list(state["history"])
+    elif config["init_from"]:  # a resumed run has its own weights: only a fresh one starts here
+        _load_weights(model, config["init_from"], config["init_options"])
     resumed_from = start_step
     # DDP for world > 1. Backbones compute parts the reward never uses (BERT's pooler), so DDP
     # must look for parameters without gradients instead of waiting for them forever.
@@ -362,8 +362,10 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
             "threads": max(1, int(cpus)),
             "output": cfg.output.path,
             # init_from lives where the models do: read it with the output's options
-            "init_options": storage.resolve_options(
-                cfg.init_from or "", cfg.output.storage_options
+            "init_options": (
+                storage.resolve_options(cfg.init_from, cfg.output.storage_options)
+                if cfg.init_from
+                else {}
             ),
         }
         log(
