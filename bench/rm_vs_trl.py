@@ -18,7 +18,8 @@ that both trainers see the part of a pair that differs; it is not HH-RLHF.
 
 TRL's side: `RewardTrainer` on `AutoModelForSequenceClassification` (one label), its own
 tokenization (TRL drops training pairs longer than max_length; the count is printed) and, to
-score, the tokenizer's default truncation. prefgen's side: `prefgen.reward.train.train` on
+score, the tokenizer's default truncation; it runs twice, as TRL ships (random batches) and with
+HF's length grouping (`train_sampling_strategy="group_by_length"`: like lengths batched together, which prefgen does by default). prefgen's side: `prefgen.reward.train.train` on
 one Ray Train worker with the CPUs the machine has, then `prefgen.reward.model.score`; then
 prefgen once more on exactly the pairs TRL kept, so the times compare the same work. TRL's time
 is `trainer.train()` (its tokenization and model load come before); prefgen's "train" is the
@@ -109,7 +110,9 @@ def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def run_trl(train: list[dict], test: list[dict], args, backbone_dir: str) -> dict:
+def run_trl(
+    train: list[dict], test: list[dict], args, backbone_dir: str, group_by_length: bool = False
+) -> dict:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -135,6 +138,8 @@ def run_trl(train: list[dict], test: list[dict], args, backbone_dir: str) -> dic
             seed=args.seed,
             dataloader_num_workers=0,
             bf16=args.bf16,  # TRL's default is True, even where bf16 is emulated
+            # HF's length grouping (transformers 4's group_by_length), off by default
+            train_sampling_strategy="group_by_length" if group_by_length else "random",
         )
         trainer = RewardTrainer(
             model=model,
@@ -143,6 +148,13 @@ def run_trl(train: list[dict], test: list[dict], args, backbone_dir: str) -> dic
             processing_class=tokenizer,
         )
         kept = sorted(trainer.train_dataset["pair"])
+        if (
+            group_by_length
+        ):  # HF's sampler reads a "length" column; TRL neither writes nor keeps one
+            trainer._signature_columns = ["chosen_ids", "rejected_ids", "margin", "length"]
+            trainer.train_dataset = trainer.train_dataset.map(
+                lambda r: {"length": max(len(r["chosen_ids"]), len(r["rejected_ids"]))}
+            )
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
@@ -258,9 +270,10 @@ def main() -> None:
     results = {}
     if args.only != "prefgen":
         results["TRL RewardTrainer"] = run_trl(train, test, args, str(backbone))
+        results["TRL, group_by_length"] = run_trl(train, test, args, str(backbone), True)
     if args.only != "trl":
         results["prefgen train-rm"] = run_prefgen(train, test, args)
-    if len(results) == 2:  # the same work on both sides: prefgen on the pairs TRL kept
+    if len(results) == 3:  # the same work on both sides: prefgen on the pairs TRL kept
         kept = [train[i] for i in results["TRL RewardTrainer"]["kept"]]
         results["prefgen, TRL's pairs"] = run_prefgen(kept, test, args)
     n = len(test)
@@ -272,12 +285,14 @@ def main() -> None:
             f"train {r['seconds']:6.1f}s  loop {r['loop_seconds']:6.1f}s "
             f"[{r['loop_seconds'] / max(1, r['steps']):.2f}]  on {r['trained_on']} pairs"
         )
-    if len(results) == 3:
-        trl, ours, same = (results[k] for k in results)
+    if len(results) == 4:
+        trl, grouped, ours, same = (results[k] for k in results)
         print(
             f"  prefgen / TRL: accuracy {ours['correct'] / max(1, trl['correct']):.3f}x, "
             f"time {ours['seconds'] / trl['seconds']:.2f}x; on TRL's pairs: time "
             f"{same['seconds'] / trl['seconds']:.2f}x, loop {same['loop_seconds'] / trl['seconds']:.2f}x"
+            f" (against TRL with group_by_length: {same['seconds'] / grouped['seconds']:.2f}x,"
+            f" loop {same['loop_seconds'] / grouped['seconds']:.2f}x)"
         )
 
 

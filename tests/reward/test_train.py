@@ -12,10 +12,12 @@ from reward.topic_pairs import topic_pair_rows, write_pairs
 
 from prefgen.config import ConfigError
 from prefgen.reward.objective import (
+    GROUP_BATCHES,
     aspect_loss,
     aspect_stats,
     epoch_batches,
     lr_factor,
+    pair_length,
     preference_loss,
 )
 from prefgen.reward.train import load_reward_config
@@ -91,6 +93,30 @@ def test_batches_are_a_pure_function_of_seed_and_epoch():
     assert [len(b) for b in a] == [16, 16, 16, 2]
     assert [len(b) for b in epoch_batches(50, 16, 4, seed=3, epoch=1)] == [16, 16, 16]
     assert sorted(i for b in a for i in b) == list(range(50))
+
+
+def test_length_grouping_pads_less_and_keeps_every_pair_once():
+    lengths = [(i * 37) % 101 + 1 for i in range(1000)]
+    grouped = epoch_batches(1000, 16, 1, seed=3, epoch=1, lengths=lengths)
+    plain = epoch_batches(1000, 16, 1, seed=3, epoch=1)
+
+    def padded(batches):  # tokens a batch spends: its size times its longest text
+        return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+    assert grouped == epoch_batches(1000, 16, 1, seed=3, epoch=1, lengths=lengths)
+    assert grouped != epoch_batches(1000, 16, 1, seed=3, epoch=2, lengths=lengths)
+    assert sorted(i for b in grouped for i in b) == list(range(1000))
+    assert sorted(len(b) for b in grouped) == sorted(len(b) for b in plain)  # same step count
+    assert padded(grouped) < 0.7 * padded(plain)
+    # the batches are shuffled after grouping: not longest first, then shorter and shorter
+    firsts = [max(lengths[i] for i in b) for b in grouped[:GROUP_BATCHES]]
+    assert firsts != sorted(firsts, reverse=True)
+
+
+def test_pair_length_counts_the_prompt_and_the_longer_response():
+    record = {"prompt": [{"role": "user", "content": "abc"}], "chosen": "12345", "rejected": "1"}
+    assert pair_length(record) == 8
+    assert pair_length({"prompt": "", "chosen": "ab", "rejected": "abcd"}) == 4
 
 
 def test_lr_warms_up_then_decays_to_zero():

@@ -29,7 +29,7 @@ class RewardOutputConfig(Section):
 class RewardTrainConfig(Section):
     """`prefgen train-rm`. Where a knob means what TRL's RewardConfig means, TRL's name is
     accepted too: learning_rate, num_train_epochs, eval_steps, center_rewards_coefficient,
-    gradient_accumulation_steps (batch_size is per pass across all workers, not per device)."""
+    gradient_accumulation_steps, group_by_length, bf16 (batch_size is per pass across all workers, not per device)."""
 
     name: str = "reward"
     data: RewardDataConfig
@@ -67,6 +67,11 @@ class RewardTrainConfig(Section):
         default=0.05, ge=0, lt=1, description="Linear warmup share; then linear decay to 0."
     )
     max_grad_norm: float = Field(default=1.0, gt=0)
+    group_by_length: bool = Field(
+        default=True,
+        description="Batch pairs of like length (HF's name): a batch pads to its longest "
+        "text, so this spends less compute on padding; the order stays a function of the seed.",
+    )
     eval_fraction: float = Field(
         default=0.1, ge=0, lt=1, description="Share of prompts held out (by hash) for eval."
     )

@@ -73,12 +73,45 @@ def aspect_stats(records: list[dict], aspects: list[str]) -> dict[str, list[floa
     return stats
 
 
-def epoch_batches(n: int, batch_size: int, world_size: int, seed: int, epoch: int) -> list[list]:
-    """Record indices per global step of one epoch; a tail too small to give every worker a pair is dropped."""
+def epoch_batches(
+    n: int,
+    batch_size: int,
+    world_size: int,
+    seed: int,
+    epoch: int,
+    lengths: list[int] | None = None,
+) -> list[list]:
+    """Record indices per global step of one epoch; a tail too small to give every worker a pair is dropped.
+
+    With `lengths` (group_by_length), each run of GROUP_BATCHES batches of the shuffled order is
+    sorted by length before it is cut, then the batches are shuffled: a batch pads to its longest
+    text, so like lengths together spend less compute on padding (HF's LengthGroupedSampler).
+    """
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(n, generator=generator).tolist()
+    if lengths is not None:
+        group = batch_size * GROUP_BATCHES
+        order = [
+            i
+            for start in range(0, n, group)
+            for i in sorted(order[start : start + group], key=lambda i: -lengths[i])
+        ]
     batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if lengths is not None:
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
     return [b for b in batches if len(b) >= world_size]
+
+
+GROUP_BATCHES = 50  # batches per length-sorted group: HF's megabatch
+
+
+def pair_length(record: dict) -> int:
+    """A pair's size for length grouping, in characters (no tokenizer on the driver): the
+    prompt plus the longer response, the text its batch pads to."""
+    prompt = record.get("prompt") or ""
+    if not isinstance(prompt, str):
+        prompt = "".join(str(m.get("content", "")) for m in prompt)
+    return len(prompt) + max(len(record["chosen"]), len(record["rejected"]))
 
 
 def lr_factor(step: int, total_steps: int, warmup_ratio: float) -> float:

@@ -40,13 +40,14 @@ from prefgen.reward.objective import (
     epoch_batches,
     lr_factor,
     margin_scale,
+    pair_length,
     preference_loss,
 )
 
 STATE_FILE = "state.pt"
 RUN_NAME = "train"  # Ray Train run directory under output.path
 # a resumed run must match these
-IDENTITY_KEYS = ("data_fingerprint", "step_pairs", "backbone", "init_from")
+IDENTITY_KEYS = ("data_fingerprint", "step_pairs", "backbone", "init_from", "group_by_length")
 
 
 def load_reward_config(
@@ -79,8 +80,9 @@ def train_loop_per_worker(config: dict) -> None:
     model, tokenizer = build_reward_model(
         config["backbone"], config["aspects"], config["max_length"]
     )
+    # fused: one kernel for the whole update (HF's default optimizer since torch 2.8)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"]
+        model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"], fused=True
     )
     total, spe = config["total_steps"], config["steps_per_epoch"]
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -159,13 +161,14 @@ def train_loop_per_worker(config: dict) -> None:
         history.append({"step": 0, "train_loss": None, **evaluate_now()})
         say(f"[train-rm] step 0/{total}  eval_acc {history[0]['eval_accuracy']:.3f}")
     step, losses, batches, batches_epoch = start_step, [], [], -1
+    lengths = [pair_length(r) for r in train_records] if config["group_by_length"] else None
     started = time.time()
     ddp_model.train()
     while step < target:
         epoch, index = divmod(step, spe)
         if epoch != batches_epoch:
             batches = epoch_batches(
-                len(train_records), config["step_pairs"], world, config["seed"], epoch
+                len(train_records), config["step_pairs"], world, config["seed"], epoch, lengths
             )
             batches_epoch = epoch
         optimizer.zero_grad(set_to_none=True)
@@ -328,6 +331,7 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
         "step_pairs": step_pairs,
         "backbone": cfg.backbone,
         "init_from": cfg.init_from,
+        "group_by_length": cfg.group_by_length,
     }
 
     normalization = aspect_stats(train_records, list(cfg.aspects))
