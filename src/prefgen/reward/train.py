@@ -40,7 +40,6 @@ from prefgen.reward.objective import (
     epoch_batches,
     lr_factor,
     margin_scale,
-    pair_length,
     preference_loss,
 )
 
@@ -68,7 +67,7 @@ def train_loop_per_worker(config: dict) -> None:
     from safetensors.torch import load_file
 
     from prefgen.reward.evaluate import pairwise_metrics, score_pairs
-    from prefgen.reward.model import WEIGHTS_FILE, build_reward_model
+    from prefgen.reward.model import WEIGHTS_FILE, build_reward_model, pair_token_lengths
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -161,7 +160,9 @@ def train_loop_per_worker(config: dict) -> None:
         history.append({"step": 0, "train_loss": None, **evaluate_now()})
         say(f"[train-rm] step 0/{total}  eval_acc {history[0]['eval_accuracy']:.3f}")
     step, losses, batches, batches_epoch = start_step, [], [], -1
-    lengths = [pair_length(r) for r in train_records] if config["group_by_length"] else None
+    lengths = None
+    if config["group_by_length"]:
+        lengths = pair_token_lengths(tokenizer, train_records, config["max_length"])
     started = time.time()
     ddp_model.train()
     while step < target:
