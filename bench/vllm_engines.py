@@ -64,7 +64,7 @@ def quickstart_requests(limit: int) -> list[dict]:
     data = (ROOT / cfg.input.path).read_bytes()
     rows = [
         r
-        for r in ingest([(cfg.input.path, data)], "auto", 8000, True, limit)
+        for r in ingest([(cfg.input.path, data)], "auto", 8000, True, limit)  # streams
         if r["status"] == "ok"
     ]
     out = []

@@ -42,7 +42,7 @@ prompts, threads = sys.argv[1], int(sys.argv[2])
 torch.set_num_threads(threads)
 cfg = load_pipeline(sys.argv[3], [f"input.path={prompts}", "output.path=/tmp/unused"])
 fs, _ = storage.filesystem(prompts)
-rows = read_prompts(cfg, fs, storage.list_files(prompts))
+rows = list(read_prompts(cfg, fs, storage.list_files(prompts)))
 for step in pools.plan(build_stages(cfg)):
     served_by = step.engine_for()
     loaded = {k: load_engine(m.model_copy(update={"num_cpus": float(threads)})) for k, m in step.engines}

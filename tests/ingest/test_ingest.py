@@ -308,13 +308,15 @@ def test_split_corrupt_parquet():
 
 def test_ingest_keeps_file_order_and_limit():
     data = b"".join(b'{"prompt": "p%d"}\n' % i for i in range(5))
-    rows = ingest([("a.jsonl", data), ("b.jsonl", data.replace(b"p", b"q"))], "jsonl", MAX, True)
+    rows = list(
+        ingest([("a.jsonl", data), ("b.jsonl", data.replace(b"p", b"q"))], "jsonl", MAX, True)
+    )
     assert [(r["source"], r["index"]) for r in rows] == [("a.jsonl", i) for i in range(5)] + [
         ("b.jsonl", i) for i in range(5)
     ]
-    limited = ingest([("a.jsonl", data), ("b.jsonl", data)], "jsonl", MAX, True, limit=7)
+    limited = list(ingest([("a.jsonl", data), ("b.jsonl", data)], "jsonl", MAX, True, limit=7))
     assert len(limited) == 7 and limited[-1]["source"] == "b.jsonl"
-    assert ingest([("e.jsonl", b"\n\n")], "jsonl", MAX, True) == []
+    assert list(ingest([("e.jsonl", b"\n\n")], "jsonl", MAX, True)) == []
 
 
 def test_long_records_survive_splitting():
@@ -333,11 +335,11 @@ def test_dedup_first_occurrence_wins_across_files():
     a = b'{"prompt": "What is 2+2?"}\n{"prompt": "Name a colour."}\n'
     b = b'{"prompt": "what is   2+2?"}\n{"prompt": "Name a colour."}\n'
     for _ in range(3):  # same input, same survivors, every time
-        rows = ingest([("a.jsonl", a), ("b.jsonl", b)], "jsonl", MAX, dedup=True)
+        rows = list(ingest([("a.jsonl", a), ("b.jsonl", b)], "jsonl", MAX, dedup=True))
         assert [r["status"] for r in rows] == ["ok", "ok", "rejected", "rejected"]
         assert rows[2]["reason"] == "duplicate: same prompt as a.jsonl#0"
         assert rows[3]["reason"] == "duplicate: same prompt as a.jsonl#1"
-    kept = ingest([("a.jsonl", a), ("b.jsonl", b)], "jsonl", MAX, dedup=False)
+    kept = list(ingest([("a.jsonl", a), ("b.jsonl", b)], "jsonl", MAX, dedup=False))
     # without dedup the copies pass, but they share an id, so the second is still refused
     assert [r["reason"] for r in kept][2:] == [
         f"duplicate_id: id {kept[0]['id']!r} already used by a.jsonl#0",
@@ -347,7 +349,7 @@ def test_dedup_first_occurrence_wins_across_files():
 
 def test_duplicate_explicit_ids_are_rejected():
     data = b'{"id": "q1", "prompt": "first"}\n{"id": "q1", "prompt": "second, different"}\n'
-    rows = ingest([("p.jsonl", data)], "jsonl", MAX, dedup=True)
+    rows = list(ingest([("p.jsonl", data)], "jsonl", MAX, dedup=True))
     assert rows[0]["status"] == "ok"
     assert rows[1]["reason"] == "duplicate_id: id 'q1' already used by p.jsonl#0"
 
@@ -379,7 +381,7 @@ def test_bad_prompts_file_through_ingest():
     dup = [i for i, (want, _) in enumerate(gen.CASES) if want == "duplicate"][0]
     assert rows[dup]["messages"] != rows[0]["messages"]
     assert rows[dup]["id"] == _parse({"prompt": rows[0]["messages"][0]["content"]})["id"]
-    whole = ingest([("f", (DATA / "bad_prompts.jsonl").read_bytes())], "jsonl", MAX, True)
+    whole = list(ingest([("f", (DATA / "bad_prompts.jsonl").read_bytes())], "jsonl", MAX, True))
     dups = [
         (r["index"], r["reason"]) for r in whole if (r["reason"] or "").startswith("duplicate:")
     ]
@@ -495,7 +497,7 @@ def test_huge_line_is_rejected_and_not_kept():
     data = b'{"prompt": "' + b"x" * size + b'"}\n{"prompt": "small"}\n'
     tracemalloc.start()
     try:
-        rows = ingest([("big.jsonl", data)], "jsonl", 8000, True)
+        rows = list(ingest([("big.jsonl", data)], "jsonl", 8000, True))
         kept, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -710,9 +712,22 @@ def test_corpus_rows_encode_and_write():
     gen = _load_parquet_generator()
     files = [("bad_prompts.jsonl", (DATA / "bad_prompts.jsonl").read_bytes())]
     files += [(name, (DATA / name).read_bytes()) for name in gen.FILES]
-    rows = ingest(files, "auto", MAX, True)
+    rows = list(ingest(files, "auto", MAX, True))
     buf = io.BytesIO()
     pq.write_table(to_table(rows), buf)
     back = to_rows(pq.read_table(io.BytesIO(buf.getvalue())))
     assert [r for r in back if r["status"] == "ok"] == [r for r in rows if r["status"] == "ok"]
     assert all(r["reason"] for r in back if r["status"] != "ok")
+
+
+def test_lines_are_numbered_as_split_whatever_the_read_size(monkeypatch):
+    """Ingest reads a file a piece at a time; a line split across pieces is still one line,
+    numbered as bytes.split(b"\\n") numbers it."""
+    from prefgen.ingest import records
+
+    data = b'{"prompt": "a"}\n\n{"prompt": "longer line"}\r\n{"prompt": "no newline"}'
+    for size in (1, 2, 5, 16, 1 << 20):
+        monkeypatch.setattr(records, "_READ_BYTES", size)
+        assert list(records._lines(io.BytesIO(data))) == list(enumerate(data.split(b"\n")))
+        rows = list(ingest([("f.jsonl", io.BytesIO(data))], "jsonl", MAX, True))
+        assert [(r["index"], r["status"]) for r in rows] == [(0, "ok"), (2, "ok"), (3, "ok")]

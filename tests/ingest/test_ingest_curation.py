@@ -26,7 +26,7 @@ from prefgen.config import (
     SourceConfig,
 )
 from prefgen.data import storage
-from prefgen.data.rows import new_row, to_rows, to_table
+from prefgen.data.rows import new_row, reject, to_rows, to_table
 from prefgen.ingest.near_dup import find_near_duplicates
 from prefgen.ingest.prompt_stages import (
     keyword_domain,
@@ -35,7 +35,7 @@ from prefgen.ingest.prompt_stages import (
     tag_domains_by_keyword,
 )
 from prefgen.ingest.records import ingest
-from prefgen.ingest.sources import allocate, read_prompts, sample_quotas, source_size
+from prefgen.ingest.sources import QuotaSample, allocate, read_prompts, source_size
 from prefgen.run.registry import load_pipeline
 
 # ---------------------------------------------------------------- helpers
@@ -58,6 +58,15 @@ def _rows(source_name: str, domains: list[str]) -> list[dict]:
         )
         rows.append(row)
     return rows
+
+
+def sample_quotas(rows: list[dict], sources: list, seed: int, *options) -> None:
+    """QuotaSample over rows in memory: its rejects applied in place, as plan_shards does."""
+    quotas = QuotaSample(sources, seed, *options)
+    for position, row in enumerate(rows):
+        quotas.add(position, row)
+    for position, reason in quotas.rejects().items():
+        reject(rows[position], "ingest", reason)
 
 
 def _kept(rows: list[dict]) -> list[str]:
@@ -135,7 +144,7 @@ def test_stratified_quota_per_domain_and_sources_apart():
         SourceConfig(name="mix", path="mix", quota=10),
         SourceConfig(name="tqa", path="tqa"),  # no quota: all of it
     ]
-    sample_quotas(rows, sources, 0, stratify_by="domain")
+    sample_quotas(rows, sources, 0, "domain")
     kept = [r for r in rows if r["status"] == "ok"]
     by_domain = {
         d: sum(1 for r in kept if r["domain"] == d and r["id"].startswith("mix"))
@@ -148,7 +157,7 @@ def test_stratified_quota_per_domain_and_sources_apart():
     assert "over_quota: source 'mix' keeps 10 of 20, domain 'math' keeps 6 of 12" in reasons
 
     rows = _rows("mix", domains)
-    sample_quotas(rows, sources[:1], 0, stratify_by="domain", allocation="equal")
+    sample_quotas(rows, sources[:1], 0, "domain", "equal")
     counts = {
         d: sum(1 for r in rows if r["status"] == "ok" and r["domain"] == d)
         for d in ("math", "code", "chat")
@@ -187,7 +196,8 @@ ingest:
     )
     cfg = load_pipeline(cfg_path)
     in_fs, _ = storage.filesystem(cfg.input.path)
-    rows = read_prompts(cfg, in_fs, storage.list_files(cfg.input.path))
+    rows = list(read_prompts(cfg, in_fs, storage.list_files(cfg.input.path)))
+    sample_quotas(rows, list(cfg.input.sources), cfg.ingest.seed)
     assert len(rows) == 12  # every record of both sources, none of the unused file
     assert {r["source_name"] for r in rows} == {"flan", "tqa"}
     flan_ok = [r for r in rows if r["source_name"] == "flan" and r["status"] == "ok"]
@@ -200,7 +210,8 @@ ingest:
     math_row = next(r for r in rows if r["messages"][0]["content"] == "What is 17 * 3?")
     assert math_row["domain"] == "math" and math_row["domain_tag"]["by"] == "keyword"
     # The same config reads the same rows (ids, statuses, reasons) every time.
-    again = read_prompts(cfg, in_fs, [])
+    again = list(read_prompts(cfg, in_fs, []))
+    sample_quotas(again, list(cfg.input.sources), cfg.ingest.seed)
     assert [(r["id"], r["status"], r["reason"]) for r in again] == [
         (r["id"], r["status"], r["reason"]) for r in rows
     ]
@@ -468,11 +479,13 @@ def test_reference_travels_from_the_record_to_the_judge_prompt(engine):
     from prefgen.config import LLMJudgeConfig
     from prefgen.judges.pointwise import judge_pointwise
 
-    rows = ingest(
-        [("p.jsonl", b'{"prompt": "What is 7 + 5?", "reference": "12", "domain": "math"}\n')],
-        "jsonl",
-        8000,
-        True,
+    rows = list(
+        ingest(
+            [("p.jsonl", b'{"prompt": "What is 7 + 5?", "reference": "12", "domain": "math"}\n')],
+            "jsonl",
+            8000,
+            True,
+        )
     )
     row = to_rows(to_table(rows))[0]  # through the shard format, as the stages see it
     row["responses"] = [

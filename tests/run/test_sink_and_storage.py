@@ -182,3 +182,32 @@ def test_the_collector_commits_each_shard_once_with_replayed_rows_dropped():
     assert collector.finish() == {0: {"rows": 3}, 1: {"rows": 2}}
     assert committed == {0: [0, 1, 2], 1: [4, 5]}
     assert collector.incomplete() == {}
+
+
+def test_input_shards_are_contiguous_runs_written_as_they_fill(tmp_path):
+    """Ingest's writer: record k lands in shard k // shard_rows, a shard is on disk as soon as
+    it is full (the driver never holds more than one), and late rejects rewrite only the
+    shards that hold them."""
+    from prefgen.data.rows import new_row
+    from prefgen.run.shards import INPUT_PHASE, InputShards, phase_file
+
+    fs, root = storage.filesystem(str(tmp_path))
+    written = InputShards(fs, root, shard_rows=3)
+    for i in range(7):
+        row = new_row("in.jsonl", i, "{}")
+        row.update(id=f"p{i}", messages=[{"role": "user", "content": f"q{i}"}])
+        assert written.add(row) == i
+        full = (i + 1) // 3
+        assert sorted(written.rows) == list(range(full))  # only full shards so far
+    written.close()
+    assert written.rows == {0: 3, 1: 3, 2: 1} and written.count == 7
+    assert [r["index"] for r in written.read(1)] == [3, 4, 5]
+    untouched = (tmp_path / phase_file("", INPUT_PHASE, 0).lstrip("/")).stat().st_mtime_ns
+    written.reject({4: "over_quota: test", 6: "near_duplicate: test"})
+    assert [(r["status"], r["reason"]) for r in written.read(1)] == [
+        ("ok", None),
+        ("rejected", "over_quota: test"),
+        ("ok", None),
+    ]
+    assert written.read(2)[0]["stage"] == "ingest"
+    assert (tmp_path / phase_file("", INPUT_PHASE, 0).lstrip("/")).stat().st_mtime_ns == untouched

@@ -1,7 +1,7 @@
 """Near-duplicate prompts by embedding similarity (COIG-P: SentenceBERT dedup; docs/research.md "COIG-P: prompt curation").
 
-Runs on the driver inside `pipeline.plan_shards`, after ingest and before sharding, over the
-valid prompts only:
+Runs on the driver inside `pipeline.plan_shards`, after ingest has written the input shards
+(and quotas were applied), over the valid prompts only:
 
     prompt texts -> ray.data.from_items -> map_batches(PromptEncoder, ActorPoolStrategy)
       (all-MiniLM-L6-v2 by default: mean pooling over tokens, L2-normalized, 384 floats)
@@ -25,27 +25,25 @@ Cost and scale. Embedding is the parallel part: it runs on the encoder actor poo
   cut into `lsh_bands` bands of `lsh_bits` bits; a prompt is compared, exactly, only with the
   kept prompts that share a band with it. Two vectors at cosine c share a band with probability
   1 - (1 - (1 - acos(c)/pi)^bits)^bands: for c = 0.9 and the defaults (16 bits, 64 bands)
-  that is 0.996, while unrelated prompts (c ~ 0.2) collide in under 2 % of pairs, so the pass
-  is close to linear. The decision rule is the exact one on the candidates; only a near-dup
+  that is 0.996. The signatures are taken of the centred vectors (the embeddings' mean
+  removed), where unrelated prompts are near-orthogonal and share a band in ~0.06 % of pairs,
+  so the candidates per prompt stay small (bench/near_dup.py prints the time exponent). The decision rule is the exact one on the candidates; only a near-dup
   that shares no band is missed (bench/near_dup.py prints recall against `exact`).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from prefgen.config import NearDupConfig
-from prefgen.data.rows import is_ok, reject, row_key
 
 __all__ = [
     "PromptEncoder",
     "embed_prompts",
     "find_near_duplicates",
     "find_near_duplicates_lsh",
+    "near_duplicate_reasons",
     "prompt_text",
-    "reject_near_duplicates",
 ]
 
 
@@ -198,15 +196,21 @@ def find_near_duplicates_lsh(
     if n == 0:
         return result
     vectors = np.asarray(embeddings, dtype=np.float32)
+    # Hash the centred vectors: sentence embeddings share a common direction (unrelated prompts
+    # sit at cosine ~0.2-0.4), which fills the buckets with pairs that are not near-duplicates;
+    # centred, unrelated prompts are near-orthogonal and collide ~20x less. Only the candidates
+    # come from the centred vectors; the decision is the exact cosine of the vectors given.
+    centred = vectors - vectors.mean(axis=0)
+    centred /= np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
     planes = np.random.default_rng(seed).standard_normal((vectors.shape[1], bands * bits))
-    signs = (vectors @ planes.astype(np.float32)) > 0
+    signs = (centred @ planes.astype(np.float32)) > 0
     weights = 1 << np.arange(bits, dtype=np.int64)
-    keys = (signs.reshape(n, bands, bits) * weights).sum(axis=2)  # [n, bands] band signatures
+    keys = (signs.reshape(n, bands, bits) * weights).sum(axis=2).tolist()  # band signatures
     buckets: list[dict[int, list[int]]] = [{} for _ in range(bands)]
-    for i in range(n):
+    for i, row_keys in enumerate(keys):
         found: set[int] = set()
-        for b in range(bands):
-            found.update(buckets[b].get(int(keys[i, b]), ()))
+        for bucket, key in zip(buckets, row_keys):
+            found.update(bucket.get(key, ()))
         if found:
             candidates = np.fromiter(found, dtype=np.int64, count=len(found))
             sims = vectors[candidates] @ vectors[i]
@@ -217,20 +221,22 @@ def find_near_duplicates_lsh(
                 row = int(candidates[sims == best].min())
                 result[i] = (row, float(best))
                 continue
-        for b in range(bands):
-            buckets[b].setdefault(int(keys[i, b]), []).append(i)
+        for bucket, key in zip(buckets, row_keys):
+            bucket.setdefault(key, []).append(i)
     return result
 
 
-def reject_near_duplicates(rows: list[dict[str, Any]], cfg: NearDupConfig, embed=None) -> int:
-    """Reject, in place, valid prompts that near-duplicate an earlier kept one; returns how many.
+def near_duplicate_reasons(
+    candidates: list[tuple[str, str]], cfg: NearDupConfig, embed=None
+) -> list[str | None]:
+    """(key, text) of each valid prompt, in input order -> the reject reason of each (None:
+    kept): `near_duplicate: cos=0.953 with <key of the earlier kept prompt>`.
 
     `embed(texts, cfg) -> unit vectors` defaults to the Ray actor pool (`embed_prompts`).
     """
-    candidates = [row for row in rows if is_ok(row)]
     if len(candidates) < 2:
-        return 0
-    vectors = (embed or embed_prompts)([prompt_text(r["messages"]) for r in candidates], cfg)
+        return [None] * len(candidates)
+    vectors = (embed or embed_prompts)([text for _, text in candidates], cfg)
     method = cfg.method
     if method == "auto":
         method = "exact" if len(candidates) < cfg.exact_below else "lsh"
@@ -238,14 +244,7 @@ def reject_near_duplicates(rows: list[dict[str, Any]], cfg: NearDupConfig, embed
         hits = find_near_duplicates(vectors, cfg.threshold, cfg.chunk_rows)
     else:
         hits = find_near_duplicates_lsh(vectors, cfg.threshold, cfg.lsh_bands, cfg.lsh_bits)
-    dropped = 0
-    for row, hit in zip(candidates, hits):
-        if hit is not None:
-            kept, cosine = hit
-            reject(
-                row,
-                "ingest",
-                f"near_duplicate: cos={cosine:.3f} with {row_key(candidates[kept])}",
-            )
-            dropped += 1
-    return dropped
+    return [
+        None if hit is None else f"near_duplicate: cos={hit[1]:.3f} with {candidates[hit[0]][0]}"
+        for hit in hits
+    ]

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import io
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -32,17 +31,18 @@ _MAX_LOST_ROWS = 100_000  # rejects written for one unreadable row group: a foot
 
 
 def parquet_records(
-    data: bytes, prompt_fields: tuple[str, ...]
+    file: BinaryIO, prompt_fields: tuple[str, ...]
 ) -> Iterator[tuple[int, str, dict | None, str | None]]:
     """(row number, JSON preview, values, None) per row, or (row number, preview, None, reason)
-    for a row that cannot be kept. An unreadable file rejects the rows its footer claims, or
-    one row 0 when not even that can be read."""
+    for a row that cannot be kept. `file` is a seekable binary file, read one row group at a
+    time. An unreadable file rejects the rows its footer claims, or one row 0 when not even
+    that can be read."""
     try:
-        pf = pq.ParquetFile(io.BytesIO(data))
+        pf = pq.ParquetFile(file)
         names = pf.schema_arrow.names
     except Exception as exc:
         reason = f"unreadable_parquet: {exc}"
-        for i in range(_rows_claimed(data)):  # one reject per row when the footer says how many
+        for i in range(_rows_claimed(file)):  # one reject per row when the footer says how many
             yield i, "", None, reason
         return
     seen: set[str] = set()
@@ -69,10 +69,11 @@ def parquet_records(
             index += 1
 
 
-def _rows_claimed(data: bytes) -> int:
+def _rows_claimed(file: BinaryIO) -> int:
     """How many rows an unopenable file's footer claims: 1 when it cannot say (or lies)."""
     try:  # a schema past Arrow's depth limit (100) still has a footer that counts its rows
-        n = pq.ParquetFile(io.BytesIO(data), schema_depth_limit=1000).metadata.num_rows
+        file.seek(0)
+        n = pq.ParquetFile(file, schema_depth_limit=1000).metadata.num_rows
     except Exception:  # older pyarrow has no schema_depth_limit: count as unreadable
         return 1
     return n if 1 <= n <= _MAX_LOST_ROWS else 1

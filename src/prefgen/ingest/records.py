@@ -21,12 +21,14 @@ huge line costs memory only while it is read.
 from __future__ import annotations
 
 import decimal
+import io
 import json
 import math
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from prefgen.data.rows import MAX_RAW_CHARS, new_row, reject, stable_hash
+from prefgen.ingest.first_seen import FirstSeen
 from prefgen.ingest.json_safe import (
     check_json_safe,
     clean,
@@ -44,21 +46,25 @@ _PROMPT_FIELDS = ("prompt", "messages", "domain", "reference", "id")
 _RECORD = "_record"  # a Parquet row's values, from read_records to parse_record (never encoded)
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _UTF8_BOM = b"\xef\xbb\xbf"
+_READ_BYTES = 1 << 20
+_FILE_BITS = 40  # an owner position packs (file number, index in file) into one int64
 
 
 # ---------------------------------------------------------------- reading files
 
 
-def read_records(data: bytes, path: str, fmt: str) -> Iterator[dict[str, Any]]:
-    """One input file's bytes -> one raw row per non-blank line (JSONL) or row (Parquet).
+def read_records(data: bytes | BinaryIO, path: str, fmt: str) -> Iterator[dict[str, Any]]:
+    """One input file (its bytes, or a seekable binary file read a piece at a time) -> one raw
+    row per non-blank line (JSONL) or row (Parquet).
 
     Bad UTF-8 and unreadable Parquet become rejected rows here; nothing raises.
     """
+    file = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
     kind = fmt if fmt != "auto" else ("parquet" if str(path).endswith(".parquet") else "jsonl")
     if kind != "parquet":
-        yield from _jsonl_rows(bytes(data), path)
+        yield from _jsonl_rows(file, path)
         return
-    for i, preview, record, reason in parquet_records(data, _PROMPT_FIELDS):
+    for i, preview, record, reason in parquet_records(file, _PROMPT_FIELDS):
         row = new_row(path, i, clean(preview, MAX_RAW_CHARS))
         if reason:
             yield _reject(row, reason)
@@ -67,15 +73,16 @@ def read_records(data: bytes, path: str, fmt: str) -> Iterator[dict[str, Any]]:
             yield row
 
 
-def _jsonl_rows(data: bytes, path: str) -> Iterator[dict[str, Any]]:
-    # A UTF-16 file splits on b"\n" into lines of stray NULs: say why once per line instead.
-    not_utf8 = (
-        "invalid_utf8: the file starts with a UTF-16/32 byte order mark; re-encode it as UTF-8"
-        if data.startswith(_UTF16_BOMS)
-        else None
-    )
-    for i, line in _lines(data):
-        if i == 0 and line.startswith(_UTF8_BOM):  # editors on Windows write one; harmless
+def _jsonl_rows(file: BinaryIO, path: str) -> Iterator[dict[str, Any]]:
+    not_utf8 = None
+    for i, line in _lines(file):
+        if i == 0 and line.startswith(_UTF16_BOMS):
+            # A UTF-16 file splits on b"\n" into lines of stray NULs: say why once per line.
+            not_utf8 = (
+                "invalid_utf8: the file starts with a UTF-16/32 byte order mark; "
+                "re-encode it as UTF-8"
+            )
+        elif i == 0 and line.startswith(_UTF8_BOM):  # editors on Windows write one; harmless
             line = line[len(_UTF8_BOM) :]
         if line.endswith(b"\r"):  # CRLF files
             line = line[:-1]
@@ -95,15 +102,19 @@ def _jsonl_rows(data: bytes, path: str) -> Iterator[dict[str, Any]]:
         yield new_row(path, i, text)
 
 
-def _lines(data: bytes) -> Iterator[tuple[int, bytes]]:
-    """Lines numbered as data.split(b"\\n") would, one copy at a time (not the whole file twice)."""
-    start, i = 0, 0
-    while start <= len(data):
-        end = data.find(b"\n", start)
-        if end < 0:
-            end = len(data)
-        yield i, data[start:end]
-        start, i = end + 1, i + 1
+def _lines(file: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """Lines numbered as data.split(b"\\n") would, read `_READ_BYTES` at a time: memory holds
+    one piece of the file and the line being read, never the whole file."""
+    i, pending = 0, []
+    while chunk := file.read(_READ_BYTES):
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            pending.append(chunk[start:end])
+            line, pending = b"".join(pending), []
+            yield i, line
+            i, start = i + 1, end + 1
+        pending.append(chunk[start:])  # a line longer than a piece: joined once, at its end
+    yield i, b"".join(pending)
 
 
 # ---------------------------------------------------------------- parsing records
@@ -250,35 +261,50 @@ def _reject(row: dict[str, Any], reason: str) -> dict[str, Any]:
 
 
 def ingest(
-    files: Iterable[tuple[str, bytes]],
+    files: Iterable[tuple[str, bytes | BinaryIO]],
     fmt: str,
     max_prompt_chars: int,
     dedup: bool,
     limit: int | None = None,
     tests_field: str = "tests",
-) -> list[dict[str, Any]]:
-    """(path, bytes) of each input file, in order -> validated rows, rejects included.
+) -> Iterator[dict[str, Any]]:
+    """(path, bytes or binary file) of each input file, in order -> validated rows, rejects
+    included, one at a time.
 
     Runs on the driver, before any model loads: parsing is cheap next to generation (COIG-P's
     92k prompts parse in seconds), and one pass in input order makes dedup deterministic:
-    the first occurrence of a prompt wins, whatever the cluster's timing.
+    the first occurrence of a prompt wins, whatever the cluster's timing. It streams: what it
+    remembers is 16 bytes per kept prompt and id (`FirstSeen`), never the rows.
     """
-    rows: list[dict[str, Any]] = []
-    first: dict[str, str] = {}
-    id_owner: dict[str, str] = {}
+    prompts, ids = FirstSeen(), FirstSeen()
+    names: list[str] = []
+    count = 0
     for path, data in files:
+        names.append(path)
         for row in read_records(data, path, fmt):
-            if limit is not None and len(rows) >= limit:
-                return rows
+            if limit is not None and count >= limit:
+                return
+            count += 1
             row = parse_record(row, max_prompt_chars, tests_field)
-            here = f"{row['source']}#{row['index']}"
+            here = ((len(names) - 1) << _FILE_BITS) + row["index"]
             if dedup and row["status"] == "ok":
-                owner = first.setdefault(stable_hash(_normalized(row["messages"])), here)
+                owner = prompts.claim(_key(_normalized(row["messages"])), here)
                 if owner != here:
-                    _reject(row, f"duplicate: same prompt as {owner}")
+                    _reject(row, f"duplicate: same prompt as {_position(names, owner)}")
             if row["status"] == "ok":
-                owner = id_owner.setdefault(row["id"], here)
+                owner = ids.claim(_key(row["id"]), here)
                 if owner != here:  # one id, two different prompts: pairs would be ambiguous
-                    _reject(row, f"duplicate_id: id {row['id']!r} already used by {owner}")
-            rows.append(row)
-    return rows
+                    _reject(
+                        row,
+                        f"duplicate_id: id {row['id']!r} already used by {_position(names, owner)}",
+                    )
+            yield row
+
+
+def _key(value: Any) -> int:
+    return int(stable_hash(value), 16)
+
+
+def _position(names: list[str], owner: int) -> str:
+    file, index = divmod(owner, 1 << _FILE_BITS)
+    return f"{names[file]}#{index}"

@@ -3,11 +3,12 @@
 UltraFeedback drew its 64k instructions from six sources with a quota each (all of TruthfulQA
 and FalseQA, 10k of Evol-Instruct, 20k of ShareGPT, FLAN stratified by subset; docs/research.md
 "UltraFeedback: prompts, models and principles"). Here `input.sources` names each source (a path under `input.path`), its quota and an
-optional default domain; `read_prompts` runs on the driver, before sharding:
+optional default domain; `read_prompts` streams on the driver, while shards are written:
 
     files of every source, in config order -> ingest.ingest (parse, exact dedup across sources)
       -> tag meta.source_name (+ the source's domain where a prompt names none)
       -> [keyword domain tags, when ingest.domain_tagger is on without a model]
+    once every row was seen (`QuotaSample`, applied to the written shards by run.pipeline):
       -> per-source quota: a seeded sample, stratified by domain when ingest.stratify_by: domain
 
 The sample is a hash ranking (`stable_hash(seed, source, prompt id)`), not "the first N": it does
@@ -19,27 +20,32 @@ stages reject (near-duplicates, low quality) are not replaced.
 
 from __future__ import annotations
 
+from array import array
 from collections import defaultdict
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+import numpy as np
 
 from prefgen.config import INPUT_SUFFIXES, PipelineConfig, SourceConfig
 from prefgen.data import storage
-from prefgen.data.rows import is_ok, reject, stable_hash
+from prefgen.data.rows import is_ok, stable_hash
 from prefgen.ingest.records import DEFAULT_DOMAIN, ingest
 
 __all__ = [
+    "QuotaSample",
     "allocate",
     "path_replaces_sources",
     "read_prompts",
-    "sample_quotas",
     "source_files",
     "source_size",
-    "tag_sources",
+    "tag_source",
 ]
 
 
-def read_prompts(cfg: PipelineConfig, in_fs, paths: list[str]) -> list[dict[str, Any]]:
-    """Every input record as a row (rejects included), in input order: the driver's ingest.
+def read_prompts(cfg: PipelineConfig, in_fs, paths: list[str]) -> Iterator[dict[str, Any]]:
+    """Every input record as a row (rejects included), in input order, one at a time: the
+    driver's ingest, before quotas (`QuotaSample` decides those once every row was seen).
 
     `paths` are the files at `input.path` (what the run fingerprints); with `input.sources`
     each source lists its own files under that root instead.
@@ -53,23 +59,30 @@ def read_prompts(cfg: PipelineConfig, in_fs, paths: list[str]) -> list[dict[str,
         )
         paths = [path for _, files in listed for path in files]
         owner = {path: source for source, files in listed for path in files}
+    keywords = ing.domain_tagger.enabled and ing.domain_tagger.model is None
+    if keywords:
+        from prefgen.ingest.prompt_stages import tag_domains_by_keyword
     rows = ingest(
-        ((p, in_fs.cat_file(p)) for p in paths),
+        _open_each(in_fs, paths),
         cfg.input.format,
         ing.max_prompt_chars,
         ing.dedup,
         cfg.limit,
         cfg.judge.code_verifier.tests_field,
     )
-    if sources:
-        tag_sources(rows, owner)
-    if ing.domain_tagger.enabled and ing.domain_tagger.model is None:
-        from prefgen.ingest.prompt_stages import tag_domains_by_keyword
+    for row in rows:
+        if sources:
+            tag_source(row, owner)
+        if keywords:
+            tag_domains_by_keyword([row], ing.domain_tagger.labels)
+        yield row
 
-        tag_domains_by_keyword(rows, ing.domain_tagger.labels)
-    if sources:
-        sample_quotas(rows, sources, ing.seed, ing.stratify_by, ing.stratify_allocation)
-    return rows
+
+def _open_each(fs, paths: list[str]) -> Iterator[tuple[str, BinaryIO]]:
+    """Each file open while ingest reads it (a piece at a time), closed before the next."""
+    for path in paths:
+        with fs.open(path, "rb") as file:
+            yield path, file
 
 
 def source_files(
@@ -99,16 +112,15 @@ def source_files(
     return listed
 
 
-def tag_sources(rows: list[dict[str, Any]], owner: dict[str, SourceConfig]) -> None:
-    """`source_name` on every row (rejects too, for accounting); the source's domain on
-    valid prompts that name none (domain `general`)."""
-    for row in rows:
-        source = owner.get(row["source"])
-        if source is None:
-            continue
-        row["source_name"] = source.name
-        if is_ok(row) and source.domain and row["domain"] == DEFAULT_DOMAIN:
-            row["domain"] = source.domain
+def tag_source(row: dict[str, Any], owner: dict[str, SourceConfig]) -> None:
+    """`source_name` on a row (rejects too, for accounting); the source's domain on a valid
+    prompt that names none (domain `general`)."""
+    source = owner.get(row["source"])
+    if source is None:
+        return
+    row["source_name"] = source.name
+    if is_ok(row) and source.domain and row["domain"] == DEFAULT_DOMAIN:
+        row["domain"] = source.domain
 
 
 def source_size(available: int, quota: int | None, weight: float | None) -> int:
@@ -160,41 +172,56 @@ def allocate(counts: dict[str, int], total: int, mode: str = "proportional") -> 
     return picks
 
 
-def sample_quotas(
-    rows: list[dict[str, Any]],
-    sources: list[SourceConfig],
-    seed: int,
-    stratify_by: str | None = None,
-    allocation: str = "proportional",
-) -> None:
-    """Reject, in place, the valid prompts each source's quota leaves out (seeded, stratified).
+class QuotaSample:
+    """Per-source quotas (seeded, optionally stratified samples), decided once every row is seen.
 
-    Within a stratum the prompts with the lowest `stable_hash(seed, source, id)` are kept:
-    deterministic and independent of input order. Rows keep their input order.
+    `add(position, row)` notes each valid row of a source with a quota; `rejects()` returns
+    position -> `over_quota: ...` reason for the ones left out. Within a stratum the prompts
+    with the lowest `stable_hash(seed, source, id)` are kept: deterministic and independent of
+    input order. It holds 16 bytes a noted row (its rank and position), never the rows.
     """
-    by_source: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for row in rows:
-        if is_ok(row) and row.get("source_name") is not None:
-            stratum = row["domain"] if stratify_by == "domain" else ""
-            by_source[row["source_name"]][stratum].append(row)
-    for source in sources:
-        strata = by_source.get(source.name, {})
-        counts = {name: len(members) for name, members in strata.items()}
-        available = sum(counts.values())
-        keep = source_size(available, source.quota, source.weight)
-        if keep == available:
-            continue
-        picks = allocate(counts, keep, allocation if stratify_by else "proportional")
-        for stratum, members in strata.items():
-            ranked = sorted(members, key=lambda r: stable_hash(seed, source.name, r["id"]))
-            where = f", domain {stratum!r} keeps {picks[stratum]} of {len(members)}"
-            for row in ranked[picks[stratum] :]:
-                reject(
-                    row,
-                    "ingest",
-                    f"over_quota: source {source.name!r} keeps {keep} of {available}"
-                    + (where if stratify_by else ""),
-                )
+
+    def __init__(
+        self,
+        sources: list[SourceConfig],
+        seed: int,
+        stratify_by: str | None = None,
+        allocation: str = "proportional",
+    ):
+        self.sources, self.seed = sources, seed
+        self.stratify_by, self.allocation = stratify_by, allocation
+        self._limited = {s.name for s in sources if s.quota is not None or s.weight is not None}
+        # source -> stratum -> (ranks, positions)
+        self._strata: dict[str, dict[str, tuple[array, array]]] = defaultdict(dict)
+
+    def add(self, position: int, row: dict[str, Any]) -> None:
+        name = row.get("source_name")
+        if name not in self._limited or not is_ok(row):
+            return
+        stratum = row["domain"] if self.stratify_by == "domain" else ""
+        ranks, positions = self._strata[name].setdefault(stratum, (array("Q"), array("q")))
+        ranks.append(int(stable_hash(self.seed, name, row["id"]), 16))
+        positions.append(position)
+
+    def rejects(self) -> dict[int, str]:
+        out: dict[int, str] = {}
+        for source in self.sources:
+            strata = self._strata.get(source.name, {})
+            counts = {name: len(ranks) for name, (ranks, _) in strata.items()}
+            available = sum(counts.values())
+            keep = source_size(available, source.quota, source.weight)
+            if keep == available:
+                continue
+            mode = self.allocation if self.stratify_by else "proportional"
+            picks = allocate(counts, keep, mode)
+            for stratum, (ranks, positions) in strata.items():
+                order = np.argsort(np.frombuffer(ranks, dtype=np.uint64), kind="stable")
+                reason = f"over_quota: source {source.name!r} keeps {keep} of {available}"
+                if self.stratify_by:
+                    reason += f", domain {stratum!r} keeps {picks[stratum]} of {counts[stratum]}"
+                for k in order[picks[stratum] :]:
+                    out[positions[int(k)]] = reason
+        return out
 
 
 def path_replaces_sources(

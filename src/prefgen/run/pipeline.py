@@ -187,38 +187,53 @@ def prepare_output(cfg: PipelineConfig, fs, root: str, identity: dict) -> dict |
 def plan_shards(
     cfg: PipelineConfig, in_fs, paths: list[str], fs, root: str, identity: dict
 ) -> dict:
-    """Ingest on the driver and write each shard's validated rows; reuse an existing plan."""
+    """Ingest on the driver, streaming: each shard's rows are written as soon as it is full,
+    then the decisions that need every row (quotas, near-duplicates) rewrite the shards they
+    touch. Reuses an existing plan."""
     plan_path = storage.join(root, shards.PLAN)
     if fs.exists(plan_path):
         return storage.read_json(fs, plan_path)
-    from prefgen.ingest.sources import read_prompts
+    from prefgen.ingest.sources import QuotaSample, read_prompts
 
-    # input.path or input.sources (quotas, keyword domains): prefgen.ingest.sources wraps ingest.ingest
-    rows = read_prompts(cfg, in_fs, paths)
-    if cfg.ingest.near_dup.enabled:
-        from prefgen.ingest.near_dup import reject_near_duplicates
-
+    ing = cfg.ingest
+    quotas = QuotaSample(
+        list(cfg.input.sources), ing.seed, ing.stratify_by, ing.stratify_allocation
+    )
+    written = shards.InputShards(fs, root, cfg.execution.shard_rows)
+    for row in read_prompts(cfg, in_fs, paths):
+        quotas.add(written.add(row), row)
+    written.close()
+    written.reject(quotas.rejects())
+    if ing.near_dup.enabled:
         init_ray(cfg)  # the encoder runs as an actor pool on the cluster
-        reject_near_duplicates(rows, cfg.ingest.near_dup)
-    n = shards.num_shards(len(rows), cfg.execution.shard_rows)
-    by_shard: dict[int, list[dict]] = {s: [] for s in range(n)}
-    for row in rows:
-        row["shard"] = shards.shard_of(row["id"] or row_key(row), n)
-        by_shard[row["shard"]].append(row)
-    for shard, shard_rows in by_shard.items():
-        if shard_rows:
-            storage.write_parquet_atomic(
-                fs, shards.phase_file(root, shards.INPUT_PHASE, shard), to_table(shard_rows)
-            )
+        written.reject(near_duplicates(written, ing.near_dup))
     plan = {
         **identity,
-        "records": len(rows),
-        "num_shards": n,
-        "rows": {str(s): len(r) for s, r in by_shard.items() if r},
+        "records": written.count,
+        "num_shards": max(1, len(written.rows)),
+        "rows": {str(s): n for s, n in sorted(written.rows.items())},
         "created_at": now(),
     }
     storage.write_json_atomic(fs, plan_path, plan)  # written last: the plan's own commit
     return plan
+
+
+def near_duplicates(written: shards.InputShards, cfg) -> dict[int, str]:
+    """Record number -> `near_duplicate: ...` for the valid prompts in the written shards.
+
+    The texts of every valid prompt, then their embeddings, are held on the driver (384 floats
+    a prompt with MiniLM): near-dup costs driver memory in proportion to the input.
+    """
+    from prefgen.ingest.near_dup import near_duplicate_reasons, prompt_text
+
+    numbers, candidates = [], []
+    for shard in sorted(written.rows):
+        for offset, row in enumerate(written.read(shard)):
+            if row["status"] == "ok":
+                numbers.append(shard * written.shard_rows + offset)
+                candidates.append((row_key(row), prompt_text(row["messages"])))
+    reasons = near_duplicate_reasons(candidates, cfg)
+    return {n: reason for n, reason in zip(numbers, reasons) if reason}
 
 
 def read_shard_files(batch: pa.Table, url: str, options: dict) -> pa.Table:

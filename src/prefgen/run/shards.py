@@ -2,9 +2,11 @@
 
 Ray Data has no resume of its own and retries at least once, so the guarantee is ours:
 
-* **Deterministic shards.** Every validated input record gets a shard by a stable hash of its
-  prompt id (`shard_of`); the plan (`_work/plan.json`) fixes the shard count and each shard's
-  row count, and is written once, before any model loads.
+* **Deterministic shards.** Ingest streams the input in order and cuts it into runs of
+  `execution.shard_rows` records (`InputShards`: record k is in shard k // shard_rows), written
+  as they fill, so the driver holds one shard's rows, whatever the input's size. The plan
+  (`_work/plan.json`) fixes the shard count and each shard's row count, and is written once,
+  after the input shards and before any model loads.
 * **Deterministic names, marker last.** A shard's outputs go to fixed paths
   (`pairs/shard-00012.parquet`, ...), each published whole (`storage.write_parquet_atomic`);
   then its marker `_work/<phase>/shard-00012.done` is written. A shard without a marker is
@@ -28,7 +30,6 @@ Layout of a run directory:
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -39,7 +40,8 @@ from typing import Any
 import pyarrow as pa
 
 from prefgen.data import storage
-from prefgen.data.rows import stable_hash
+from prefgen.data.rows import reject, to_rows, to_table
+from prefgen.data.schema import ROW_SCHEMA
 
 WORK = "_work"
 PLAN = f"{WORK}/plan.json"
@@ -51,15 +53,6 @@ log = logging.getLogger("prefgen")
 
 class ErrorCeiling(RuntimeError):
     """Too many rows failed; the run stopped cleanly and can be resumed."""
-
-
-def shard_of(prompt_key: str, num_shards: int) -> int:
-    """Stable shard of a prompt: the same on every machine, run and retry."""
-    return int(stable_hash(prompt_key), 16) % num_shards
-
-
-def num_shards(rows: int, shard_rows: int) -> int:
-    return max(1, math.ceil(rows / shard_rows))
 
 
 def shard_name(shard: int) -> str:
@@ -118,6 +111,61 @@ def commit_phase_shard(fs, root: str, phase: str, shard: int, table: pa.Table) -
     content = {"rows": table.num_rows}
     write_marker(fs, root, phase, shard, content)
     return content
+
+
+class InputShards:
+    """The input phase's shard files, written while ingest streams.
+
+    Records are numbered in input order (`add` returns the number); shard k holds records
+    [k * shard_rows, (k + 1) * shard_rows) and is written the moment it is full. Decisions that
+    need every record first (quotas, near-duplicates) are applied afterwards by `reject`,
+    which rewrites only the shards they touch.
+    """
+
+    def __init__(self, fs, root: str, shard_rows: int):
+        self.fs, self.root, self.shard_rows = fs, root, shard_rows
+        self.rows: dict[int, int] = {}  # shard -> records, for the plan
+        self.count = 0
+        self._pending: list[dict[str, Any]] = []
+
+    def add(self, row: dict[str, Any]) -> int:
+        number = self.count
+        row["shard"] = number // self.shard_rows
+        self._pending.append(row)
+        self.count += 1
+        if len(self._pending) == self.shard_rows:
+            self._write(row["shard"], self._pending)
+            self._pending = []
+        return number
+
+    def close(self) -> None:
+        if self._pending:
+            self._write(self._pending[0]["shard"], self._pending)
+            self._pending = []
+
+    def read(self, shard: int) -> list[dict[str, Any]]:
+        import pyarrow.parquet as pq
+
+        path = phase_file(self.root, INPUT_PHASE, shard)
+        fs = storage.arrow_filesystem(self.fs)
+        return to_rows(pq.read_table(path, filesystem=fs, schema=ROW_SCHEMA))
+
+    def reject(self, reasons: dict[int, str]) -> None:
+        """Reject records by number (stage `ingest`), rewriting each shard that holds one."""
+        by_shard: dict[int, list[int]] = {}
+        for number in sorted(reasons):
+            by_shard.setdefault(number // self.shard_rows, []).append(number)
+        for shard, numbers in by_shard.items():
+            rows = self.read(shard)
+            for number in numbers:
+                reject(rows[number % self.shard_rows], "ingest", reasons[number])
+            self._write(shard, rows)
+
+    def _write(self, shard: int, rows: list[dict[str, Any]]) -> None:
+        storage.write_parquet_atomic(
+            self.fs, phase_file(self.root, INPUT_PHASE, shard), to_table(rows)
+        )
+        self.rows[shard] = len(rows)
 
 
 @dataclass
