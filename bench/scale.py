@@ -1,6 +1,7 @@
 """Orchestration at scale with the benchmark engine (`engine: echo`, no model): wall time, peak
 RSS of the driver and of the whole process tree, at several input sizes, and the fitted
-exponent of wall time in prompts (1.0 = linear).
+exponent of wall time in prompts between sizes (1.0 = linear; a fixed start-up cost pulls the
+smaller sizes' exponent below 1) and the marginal seconds per 1000 prompts.
 
     .venv/bin/python bench/scale.py [--prompts 10000 100000] [--tokens 16]
 
@@ -97,10 +98,14 @@ def main() -> None:
                   f"tree peak {r['tree_mb']:7.0f} MB  {r['pairs']} pairs", flush=True)  # fmt: skip
     if len(results) >= 2:
         a, b = results[0], results[-1]
-        exponent = math.log(b["seconds"] / a["seconds"]) / math.log(b["n"] / a["n"])
-        print(f"wall time ~ prompts^{exponent:.2f} ({a['n']} -> {b['n']})")
+        for lo, hi in zip(results, results[1:]):
+            exponent = math.log(hi["seconds"] / lo["seconds"]) / math.log(hi["n"] / lo["n"])
+            marginal = (hi["seconds"] - lo["seconds"]) / (hi["n"] - lo["n"]) * 1000
+            print(f"wall time ~ prompts^{exponent:.2f} ({lo['n']} -> {hi['n']}); "
+                  f"{marginal:.2f}s per 1000 more prompts")  # fmt: skip
         print(
             f"driver peak x{b['driver_mb'] / a['driver_mb']:.2f}, tree peak x{b['tree_mb'] / a['tree_mb']:.2f}"
+            f" ({a['n']} -> {b['n']})"
         )
 
 

@@ -42,8 +42,8 @@ def _ids(path: Path) -> set[str]:
 
 def test_two_rounds_killed_in_round_two_training_then_resumed(tmp_path):
     out, port = tmp_path / "loop", free_port()
-    # a checkpoint is committed once Ray Train's snapshot lists it
-    snapshot = out / "rm" / "round-2" / "train" / "checkpoint_manager_snapshot.json"
+    # a checkpoint is committed once the store's pointer names it
+    snapshot = out / "rm" / "round-2" / "train" / "latest.json"
     proc = _loop(out, port, tmp_path / "first.log")
     deadline = time.monotonic() + 900
     while not snapshot.exists():

@@ -27,7 +27,7 @@ def topic_pairs_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(ray_session, topic_pairs_file, tmp_path_factory):
-    """One real training run through TorchTrainer on the topic pairs (MiniLM backbone)."""
+    """One real training run (one worker: in this process) on the topic pairs (MiniLM)."""
     import time
 
     from prefgen.reward.train import load_reward_config, train

@@ -248,7 +248,7 @@ def test_plain_text_pairs_keep_their_end_and_prompted_pairs_their_question():
     assert "two plus two" in text and text.count("four") <= 24
 
 
-# --- real training through Ray Train's TorchTrainer ---
+# --- real training: one worker in this process; two on Ray Train (the S3 resume test) ---
 
 
 @pytest.mark.e2e
@@ -326,7 +326,8 @@ def test_saved_model_is_self_describing_and_ranks_held_out_pairs(trained):
 def test_resume_after_step_limit_on_s3_with_margin_center_and_aspects(
     ray_session, s3_server, tmp_path
 ):
-    """Stop at step 3 (checkpointed to S3), re-run: it goes on from 3, not 0, and finishes."""
+    """On Ray Train (two DDP workers): stop at step 3 (checkpointed to S3), re-run: it goes
+    on from 3, not 0, and finishes."""
     import boto3
     import fsspec
 
@@ -351,6 +352,7 @@ def test_resume_after_step_limit_on_s3_with_margin_center_and_aspects(
         "margin_loss_weight=1.0",
         "center_rewards_coefficient=0.1",  # TRL's name for center_weight
         "aspects=[judge.relevance]",
+        "num_workers=2",
     ]
     first = train(load_reward_config(REWARD_YAML, [*overrides, "max_steps=3"]))
     assert first["steps"] == 3 and not first["complete"] and first["resumed_from_step"] == 0
@@ -375,5 +377,5 @@ def test_resume_after_step_limit_on_s3_with_margin_center_and_aspects(
     rewards, aspects = score(model, tokenizer, ["Tell me about cats."], ["Cats are well known."])
     assert math.isfinite(rewards[0]) and len(aspects[0]) == 1
 
-    third = train(load_reward_config(REWARD_YAML, overrides))  # finished: no Ray Train run at all
+    third = train(load_reward_config(REWARD_YAML, overrides))  # finished: no training at all
     assert third["resumed_from_step"] == third["steps"] == second["steps"]

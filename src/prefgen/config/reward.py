@@ -101,7 +101,13 @@ class RewardTrainConfig(Section):
         description="Aspect heads, trained on meta.chosen_scores/rejected_scores keys.",
     )
     aspect_loss_weight: float = Field(default=1.0, ge=0)
-    num_workers: int = Field(default=1, ge=1, le=4096, description="Ray Train workers (DDP).")
+    num_workers: int = Field(
+        default=1,
+        ge=1,
+        le=4096,
+        description="Training workers: 1 trains in this process (no cluster "
+        "configured), more run on Ray Train with DDP.",
+    )
     cpus_per_worker: float | None = Field(
         default=None,
         gt=0,

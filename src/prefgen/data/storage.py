@@ -12,7 +12,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -123,3 +125,13 @@ def read_json(fs, path: str) -> Any:
 def remove_tree(fs, path: str) -> None:
     if fs.exists(path):
         fs.rm(path, recursive=True)
+
+
+def put_tree(source: Path, fs, target: str) -> None:
+    """Copy a local directory's files to `target` on `fs` (a local copy, or one upload a file)."""
+    if is_local(fs):
+        shutil.copytree(source, target, dirs_exist_ok=True)
+        return
+    for local in sorted(source.rglob("*")):
+        if local.is_file():
+            fs.put_file(str(local), join(target, str(local.relative_to(source))))

@@ -1,11 +1,19 @@
-"""Reward-model training with Ray Train: pairs in, a self-describing model directory out.
+"""Reward-model training: pairs in, a self-describing model directory out.
 
 In: preference pairs (any format `prefgen.reward.data` reads) and a `RewardTrainConfig`.
 Out, under `output.path` (local directory or any fsspec URL):
-- `train/`: Ray Train's run directory, holding checkpoints (`checkpoint_NNNNNNN/` with
-  `model/` + `state.pt`). A re-run with the same output resumes from the latest one.
+- `train/`: checkpoints (`checkpoint_NNNNNNN/` with `model/` + `state.pt`) committed by
+  `train/latest.json` (`prefgen.reward.checkpoints`). A re-run with the same output resumes
+  from the latest one.
 - `model/`: the final model (`save_reward_model` layout) with `meta.training` filled in; its
   `prefgen_reward.json` is uploaded last, so a directory without it is incomplete.
+
+Where it runs. Several workers (`num_workers`), or a Ray cluster to join, run the loop on Ray
+Train's TorchTrainer with DDP. One worker on this machine runs it here, in this process:
+Ray Train would add its controller and five helper actors, which took ~14 % of a core beside
+a 2-core worker (its steps ran 18 % slower than the same steps in a plain process) and ~20 s
+of start-up. Both ways share the loop and the checkpoints, so a run resumes whichever way it
+ran before.
 
 The objective per pair (Bradley-Terry, docs/research.md "Reward model training and evaluation"):
     -log sigmoid(r_c - r_r - m) + center_weight * (r_c + r_r)^2 + aspect_loss_weight * MSE
@@ -22,11 +30,11 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +42,7 @@ import torch
 
 from prefgen.config import RewardTrainConfig, load, to_dict
 from prefgen.data import ray_cluster, storage
+from prefgen.reward.checkpoints import CheckpointStore
 from prefgen.reward.objective import (
     aspect_loss,
     aspect_stats,
@@ -56,25 +65,66 @@ def load_reward_config(
     return load(path, overrides, RewardTrainConfig)
 
 
-# --- the Ray Train worker ---
+# --- the training loop (every worker of a run, or this process) ---
+
+
+@dataclass
+class World:
+    """Where the loop runs: its rank among `size` workers, and how the model is placed
+    (DDP-wrapped and moved on a Ray Train worker; moved to `device` here)."""
+
+    rank: int = 0
+    size: int = 1
+    device: str = "cpu"
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self.device)
+
+
+class RayTrainWorld(World):
+    def __init__(self) -> None:
+        import ray.train
+
+        context = ray.train.get_context()
+        super().__init__(context.get_world_rank(), context.get_world_size())
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        import ray.train.torch
+
+        # Backbones compute parts the reward never uses (BERT's pooler), so DDP must look for
+        # parameters without gradients instead of waiting for them forever.
+        return ray.train.torch.prepare_model(
+            model, parallel_strategy_kwargs={"find_unused_parameters": True}
+        )
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """Runs on every Ray Train worker; rank 0 evaluates, checkpoints and prints."""
+    """Ray Train's entry on every worker."""
     import ray
-    import ray.train
-    import ray.train.torch
+
+    world = RayTrainWorld()
+    train_records = ray.get(config["train_ref"])
+    eval_records = ray.get(config["eval_ref"]) if world.rank == 0 else []
+    run_loop(config, world, train_records, eval_records)
+
+
+def run_loop(config: dict, world: World, train_records: list, eval_records: list) -> None:
+    """Train from the latest checkpoint (or from scratch) to the target step; rank 0
+    evaluates, checkpoints and prints."""
     from safetensors.torch import load_file
 
     from prefgen.reward.evaluate import pairwise_metrics, score_pairs
-    from prefgen.reward.model import WEIGHTS_FILE, build_reward_model, pair_token_lengths
+    from prefgen.reward.model import (
+        WEIGHTS_FILE,
+        build_reward_model,
+        pair_token_lengths,
+        save_reward_model,
+    )
 
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    rank, size = world.rank, world.size
     torch.set_num_threads(config["threads"])
     torch.manual_seed(config["seed"])
-    train_records = ray.get(config["train_ref"])
-    eval_records = ray.get(config["eval_ref"]) if rank == 0 else []
+    store = CheckpointStore(config["run_url"], config["storage_options"], config["keep"])
 
     model, tokenizer = build_reward_model(
         config["backbone"], config["aspects"], config["max_length"]
@@ -88,28 +138,25 @@ def train_loop_per_worker(config: dict) -> None:
         optimizer, lambda s: lr_factor(s, total, config["warmup_ratio"])
     )
     start_step, history = 0, []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / STATE_FILE, weights_only=True)
+    latest = store.latest()
+    if latest is not None:
+        with store.local(latest["name"]) as directory:
+            state = torch.load(directory / STATE_FILE, weights_only=True)
             for key in IDENTITY_KEYS:
                 if state.get(key) != config[key]:
                     raise ValueError(
                         f"the checkpoint in {config['output']} was made with a different {key}; "
                         "set resume=false or use another output.path"
                     )
-            model.load_state_dict(load_file(str(Path(directory) / "model" / WEIGHTS_FILE)))
-            optimizer.load_state_dict(state["optimizer"])
+            model.load_state_dict(load_file(str(directory / "model" / WEIGHTS_FILE)))
+            if "optimizer" in state:  # a finished run's checkpoint has none (see checkpoint)
+                optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             start_step, history = int(state["step"]), list(state["history"])
     elif config["init_from"]:  # a resumed run has its own weights: only a fresh one starts here
         _load_weights(model, config["init_from"], config["init_options"])
     resumed_from = start_step
-    # DDP for world > 1. Backbones compute parts the reward never uses (BERT's pooler), so DDP
-    # must look for parameters without gradients instead of waiting for them forever.
-    ddp_model = ray.train.torch.prepare_model(
-        model, parallel_strategy_kwargs={"find_unused_parameters": True}
-    )
+    wrapped = world.prepare(model)
     device = next(model.parameters()).device
     bf16 = native_bf16(device) if config["bf16"] is None else config["bf16"]
     target = min(total, config["max_steps"] or total)
@@ -132,27 +179,20 @@ def train_loop_per_worker(config: dict) -> None:
             "eval_mean_reward": sum(rewards) / len(rewards),
         }
 
-    def report(metrics: dict, with_checkpoint: bool) -> None:
-        if not (with_checkpoint and rank == 0):
-            ray.train.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as directory:
-            from prefgen.reward.model import save_reward_model
-
-            save_reward_model(model, tokenizer, Path(directory) / "model")
+    def checkpoint(metrics: dict) -> None:
+        def write(directory: Path) -> None:
+            save_reward_model(model, tokenizer, directory / "model")
             state = {
                 "step": step,
-                "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "history": history,
                 **{k: config[k] for k in IDENTITY_KEYS},
             }
-            torch.save(state, Path(directory) / STATE_FILE)
-            ray.train.report(
-                metrics,
-                checkpoint=ray.train.Checkpoint.from_directory(directory),
-                checkpoint_dir_name=f"checkpoint_{step:07d}",
-            )
+            if step < total:  # the optimizer's moments (2x the weights) only serve a resume
+                state["optimizer"] = optimizer.state_dict()
+            torch.save(state, directory / STATE_FILE)
+
+        store.save(step, write, metrics)
 
     if resumed_from:
         say(f"[train-rm] resumed from step {resumed_from}/{total}")
@@ -164,20 +204,20 @@ def train_loop_per_worker(config: dict) -> None:
     if config["group_by_length"]:
         lengths = pair_token_lengths(tokenizer, train_records, config["max_length"])
     started = time.time()
-    ddp_model.train()
+    wrapped.train()
     while step < target:
         epoch, index = divmod(step, spe)
         if epoch != batches_epoch:
             batches = epoch_batches(
-                len(train_records), config["step_pairs"], world, config["seed"], epoch, lengths
+                len(train_records), config["step_pairs"], size, config["seed"], epoch, lengths
             )
             batches_epoch = epoch
         optimizer.zero_grad(set_to_none=True)
         passes = _passes(batches[index], config["batch_size"])
         for indices in passes:  # gradient accumulation: one backward per pass, one step
-            batch = [train_records[i] for i in indices[rank::world]]
+            batch = [train_records[i] for i in indices[rank::size]]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss, parts = _batch_loss(ddp_model, tokenizer, batch, config, device)
+                loss, parts = _batch_loss(wrapped, tokenizer, batch, config, device)
             (loss / len(passes)).backward()
         if config["max_grad_norm"]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config["max_grad_norm"])
@@ -215,17 +255,8 @@ def train_loop_per_worker(config: dict) -> None:
             + (f"  eval_acc {metrics['eval_accuracy']:.3f}" if "eval_accuracy" in metrics else "")
             + f"  {metrics['seconds']:.0f}s"
         )
-        report(metrics, do_checkpoint)
-    if start_step >= target:  # nothing left to do: report the restored state once more
-        metrics = {
-            "step": step,
-            "resumed_from_step": resumed_from,
-            "total_steps": total,
-            "done": step >= total,
-            "history": history,
-            **(evaluate_now() if rank == 0 else {}),
-        }
-        report(metrics, with_checkpoint=False)
+        if do_checkpoint and rank == 0:
+            checkpoint(metrics)
 
 
 def _load_weights(model, url: str, storage_options: dict) -> None:
@@ -306,8 +337,6 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
     """Train (or resume) and publish `<output.path>/model`; returns a summary dict."""
     import hashlib
 
-    import ray
-
     from prefgen.reward.data import load_pairs, split_pairs
 
     started = time.time()
@@ -342,23 +371,28 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
     if storage.is_local(out_fs):
         out_root = os.path.abspath(out_root)
         os.makedirs(out_root, exist_ok=True)
-    run_dir = storage.join(out_root, RUN_NAME)
+    run_url = storage.join(out_root if storage.is_local(out_fs) else cfg.output.path, RUN_NAME)
+    store = CheckpointStore(run_url, out_options, cfg.keep_checkpoints)
     if not cfg.resume:
-        storage.remove_tree(out_fs, run_dir)
+        store.clear()
 
-    checkpoint, metrics = _finished_checkpoint(out_fs, run_dir, identity, target)
+    latest = store.latest()
     cluster = None
-    if checkpoint is not None:
-        log(f"[train-rm] {run_dir} already holds step {metrics['step']}: nothing to train")
-        metrics["resumed_from_step"] = metrics["step"]
+    finished = _finished(latest, identity, target)
+    if finished:
+        log(f"[train-rm] {run_url} already holds step {latest['step']}: nothing to train")
     else:
-        cluster = ray_cluster.connect(cfg.ray.address, cfg.ray.num_cpus)
-        cpus = worker_cpus(cfg, ray.available_resources().get("CPU", 1.0))
+        here = cfg.num_workers == 1 and ray_cluster.configured_address(cfg.ray.address) is None
+        if here:
+            cpus = worker_cpus(cfg, float(cfg.ray.num_cpus or os.cpu_count() or 1))
+        else:
+            import ray
+
+            cluster = ray_cluster.connect(cfg.ray.address, cfg.ray.num_cpus)
+            cpus = worker_cpus(cfg, ray.available_resources().get("CPU", 1.0))
         loop_config = {
             **{k: getattr(cfg, k) for k in _LOOP_KEYS},
             **identity,
-            "train_ref": ray.put(train_records),
-            "eval_ref": ray.put(eval_records),
             "total_steps": total_steps,
             "steps_per_epoch": steps_per_epoch,
             "margin_scale": gap_scale,
@@ -366,6 +400,9 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
             "cpus": cpus,
             "threads": max(1, int(cpus)),
             "output": cfg.output.path,
+            "run_url": run_url,
+            "storage_options": out_options,
+            "keep": cfg.keep_checkpoints,
             # init_from lives where the models do: read it with the output's options
             "init_options": (
                 storage.resolve_options(cfg.init_from, cfg.output.storage_options)
@@ -373,12 +410,21 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
                 else {}
             ),
         }
+        where = "in this process" if here else f"on {cfg.num_workers} Ray Train worker(s)"
         log(
             f"[train-rm] {total_steps} steps ({cfg.epochs} epoch(s) x {steps_per_epoch})"
-            f" on {cfg.num_workers} worker(s) x {cpus:g} CPU, checkpoints in {run_dir}"
+            f" {where} x {cpus:g} CPU, checkpoints in {run_url}"
         )
-        checkpoint, metrics = _fit(cfg, loop_config, out_fs, out_root)
-
+        if here:
+            _train_here(cfg, loop_config, train_records, eval_records)
+        else:
+            _fit(cfg, loop_config, train_records, eval_records, out_fs, out_root)
+        latest = store.latest()
+        if latest is None or latest["step"] < target:
+            raise RuntimeError(f"training ended without a checkpoint of step {target} in {run_url}")
+    metrics = dict(latest["metrics"])
+    if finished:  # nothing trained in this call: it "resumed" at its end
+        metrics["resumed_from_step"] = metrics["step"]
     training = {
         "data": cfg.data.path,
         "n_train": len(train_records),
@@ -404,13 +450,13 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
         "backbone": cfg.backbone,
         "init_from": cfg.init_from,
         "config": to_dict(cfg),
-        "checkpoint": checkpoint.path,
+        "checkpoint": storage.join(run_url, latest["name"]),
         "seconds": round(time.time() - started, 1),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     model_url = storage.join(cfg.output.path, "model")
-    with checkpoint.as_directory() as directory:
-        _publish_model(Path(directory) / "model", training, out_fs, storage.join(out_root, "model"))
+    with store.local(latest["name"]) as directory:
+        _publish_model(directory / "model", training, out_fs, storage.join(out_root, "model"))
     log(f"[train-rm] model written to {model_url}")
     return {**training, "model": model_url, "ray": cluster.describe() if cluster else None}
 
@@ -422,13 +468,11 @@ _LOOP_KEYS = (
 )  # fmt: skip
 
 
-def _arrow_storage(fs, root: str) -> dict:
-    """RunConfig storage arguments: a local path, or a path on the fsspec filesystem for object stores."""
-    if storage.is_local(fs):
-        return {"storage_path": root}
-    # Ray Train writes checkpoints through pyarrow; hand it the same fsspec instance (endpoint,
-    # credentials), pickled to every worker.
-    return {"storage_path": root, "storage_filesystem": storage.arrow_filesystem(fs)}
+def _finished(latest: dict | None, identity: dict, target: int) -> bool:
+    """Whether the latest checkpoint already reached `target` for this data and setup."""
+    if latest is None or latest["step"] < target:
+        return False
+    return all(latest["metrics"].get(k) == v for k, v in identity.items())
 
 
 def worker_cpus(cfg: RewardTrainConfig, cluster_cpus: float) -> float:
@@ -441,14 +485,29 @@ def worker_cpus(cfg: RewardTrainConfig, cluster_cpus: float) -> float:
     return max(1.0, float(int(cluster_cpus // cfg.num_workers)))
 
 
-def _fit(cfg: RewardTrainConfig, loop_config: dict, fs, root: str):
-    """Run the TorchTrainer; (final checkpoint, final metrics)."""
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+def _train_here(cfg: RewardTrainConfig, loop_config: dict, train_records, eval_records) -> None:
+    """The loop in this process (one worker, no cluster); torch's thread count is restored."""
+    threads = torch.get_num_threads()
+    device = "cuda" if cfg.use_gpu else "cpu"
+    try:
+        run_loop(loop_config, World(device=device), train_records, eval_records)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(cfg: RewardTrainConfig, loop_config: dict, train_records, eval_records, fs, root: str):
+    """The loop on Ray Train's TorchTrainer: `num_workers` workers with DDP."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config,
+        train_loop_config={
+            **loop_config,
+            "train_ref": ray.put(train_records),
+            "eval_ref": ray.put(eval_records),
+        },
         scaling_config=ScalingConfig(
             num_workers=cfg.num_workers,
             use_gpu=cfg.use_gpu,
@@ -457,38 +516,24 @@ def _fit(cfg: RewardTrainConfig, loop_config: dict, fs, root: str):
                 **({"GPU": 1} if cfg.use_gpu else {}),
             },
         ),
-        run_config=RunConfig(
-            name=RUN_NAME,
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
-            **_arrow_storage(fs, root),
-        ),
+        run_config=RunConfig(name=RUN_NAME, **_arrow_storage(fs, root)),
     )
-    result = trainer.fit()  # raises ray.train.TrainingFailedError when a worker fails
-    if result.checkpoint is None:
-        raise RuntimeError("training finished without a checkpoint")
-    return result.checkpoint, dict(result.metrics or {})
+    trainer.fit()  # raises ray.train.TrainingFailedError when a worker fails
 
 
-def _finished_checkpoint(fs, run_dir: str, identity: dict, target: int):
-    """(checkpoint, metrics) when the run directory already reached `target` for this data."""
-    from ray.train import Result
-
-    if not fs.exists(storage.join(run_dir, "checkpoint_manager_snapshot.json")):
-        return None, {}
-    try:
-        previous = Result.from_path(run_dir, _arrow_storage(fs, run_dir).get("storage_filesystem"))
-    except RuntimeError:
-        return None, {}
-    metrics = dict(previous.metrics or {})
-    same = all(metrics.get(k) == v for k, v in identity.items())
-    if previous.checkpoint is None or not same or metrics.get("step", 0) < target:
-        return None, {}  # train; the worker resumes or explains the mismatch
-    return previous.checkpoint, metrics
+def _arrow_storage(fs, root: str) -> dict:
+    """RunConfig storage arguments: a local path, or a path on the fsspec filesystem for object stores."""
+    if storage.is_local(fs):
+        return {"storage_path": root}
+    # Ray Train writes its run state through pyarrow; hand it the same fsspec instance
+    # (endpoint, credentials), pickled to every worker.
+    return {"storage_path": root, "storage_filesystem": storage.arrow_filesystem(fs)}
 
 
 def _publish_model(source: Path, training: dict, fs, target: str) -> None:
     """Copy a checkpoint's model dir to `target` with meta.training set; the meta file goes last."""
     import json
+    import shutil
 
     from prefgen.reward.model import META_FILE
 
@@ -499,12 +544,7 @@ def _publish_model(source: Path, training: dict, fs, target: str) -> None:
         shutil.copytree(source, staged)
         (staged / META_FILE).unlink()
         storage.remove_tree(fs, target)
-        if storage.is_local(fs):
-            shutil.copytree(staged, target)
-        else:
-            for local in sorted(staged.rglob("*")):
-                if local.is_file():
-                    fs.put_file(str(local), storage.join(target, str(local.relative_to(staged))))
+        storage.put_tree(staged, fs, target)
     storage.write_bytes_atomic(
         fs, storage.join(target, META_FILE), json.dumps(meta, indent=2, default=str).encode()
     )
