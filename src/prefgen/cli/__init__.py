@@ -205,7 +205,7 @@ def _train_rm(config_path: str, overrides: list[str]) -> int:
         f"  steps           {result['steps']}/{result['total_steps']}"
         f" (resumed from {result['resumed_from_step']})\n"
         f"  held-out acc    {'-' if accuracy is None else f'{accuracy:.3f}'}\n"
-        f"  ray             {result.get('ray') or '- (nothing left to train)'}\n"
+        f"  trained in      {result['ran_on'] or '- (nothing left to train)'}\n"
         f"  model           {result['model']}"
     )
     return 0

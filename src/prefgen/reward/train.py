@@ -377,7 +377,7 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
         store.clear()
 
     latest = store.latest()
-    cluster = None
+    ran_on = None  # where this call trained: a Ray cluster, or this process
     finished = _finished(latest, identity, target)
     if finished:
         log(f"[train-rm] {run_url} already holds step {latest['step']}: nothing to train")
@@ -390,6 +390,7 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
 
             cluster = ray_cluster.connect(cfg.ray.address, cfg.ray.num_cpus)
             cpus = worker_cpus(cfg, ray.available_resources().get("CPU", 1.0))
+            ran_on = f"Ray Train on {cluster.describe()}"
         loop_config = {
             **{k: getattr(cfg, k) for k in _LOOP_KEYS},
             **identity,
@@ -416,6 +417,7 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
             f" {where} x {cpus:g} CPU, checkpoints in {run_url}"
         )
         if here:
+            ran_on = f"this process ({cpus:g} CPUs, no Ray)"
             _train_here(cfg, loop_config, train_records, eval_records)
         else:
             _fit(cfg, loop_config, train_records, eval_records, out_fs, out_root)
@@ -458,7 +460,7 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
     with store.local(latest["name"]) as directory:
         _publish_model(directory / "model", training, out_fs, storage.join(out_root, "model"))
     log(f"[train-rm] model written to {model_url}")
-    return {**training, "model": model_url, "ray": cluster.describe() if cluster else None}
+    return {**training, "model": model_url, "ran_on": ran_on}
 
 
 _LOOP_KEYS = (
