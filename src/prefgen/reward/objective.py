@@ -110,3 +110,50 @@ def lr_factor(step: int, total_steps: int, warmup_ratio: float) -> float:
     if step < warmup:
         return (step + 1) / (warmup + 1)
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+
+def step_passes(step_indices: list[int], batch_size: int) -> list[list[int]]:
+    """One optimizer step's pairs cut into forward/backward passes of batch_size."""
+    return [step_indices[i : i + batch_size] for i in range(0, len(step_indices), batch_size)]
+
+
+def batch_loss(model, tokenizer, batch: list[dict], config: dict, device):
+    """The loss of one forward/backward pass over `batch` (chosen and rejected in one forward),
+    and its parts; `config` holds the loop's loss settings."""
+    from prefgen.reward.model import encode_pairs
+
+    k = len(batch)
+    prompts = [r["prompt"] for r in batch]
+    enc = encode_pairs(
+        tokenizer,
+        prompts + prompts,
+        [r["chosen"] for r in batch] + [r["rejected"] for r in batch],
+        config["max_length"],
+    )
+    rewards, aspects = model(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+    rewards = rewards.float()  # the loss in fp32, also under bf16 autocast
+    aspects = aspects.float() if aspects is not None else None
+    margins = None
+    if config["margin_loss_weight"]:
+        scale = config["margin_scale"]
+        margins = torch.tensor(
+            [config["margin_loss_weight"] * max(0.0, r["margin"] or 0.0) / scale for r in batch],
+            dtype=rewards.dtype,
+            device=device,
+        )
+    loss, parts = preference_loss(rewards[:k], rewards[k:], margins, config["center_weight"])
+    if aspects is not None:
+        names = config["aspects"]
+        targets = torch.tensor(
+            [_aspect_row(r["chosen_aspects"], names, config["aspect_stats"]) for r in batch]
+            + [_aspect_row(r["rejected_aspects"], names, config["aspect_stats"]) for r in batch],
+            dtype=aspects.dtype,
+            device=device,
+        )
+        loss = loss + config["aspect_loss_weight"] * aspect_loss(aspects, targets)
+    return loss, parts
+
+
+def _aspect_row(scores: dict | None, names: list[str], stats: dict) -> list[float]:
+    scores = scores or {}
+    return [(scores[n] - stats[n][0]) / stats[n][1] if n in scores else math.nan for n in names]

@@ -28,7 +28,6 @@ The split is by prompt hash (`eval_fraction`), the batch order a pure function o
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import tempfile
@@ -44,12 +43,12 @@ from prefgen.config import RewardTrainConfig, load, to_dict
 from prefgen.data import ray_cluster, storage
 from prefgen.reward.checkpoints import CheckpointStore
 from prefgen.reward.objective import (
-    aspect_loss,
     aspect_stats,
+    batch_loss,
     epoch_batches,
     lr_factor,
     margin_scale,
-    preference_loss,
+    step_passes,
 )
 
 STATE_FILE = "state.pt"
@@ -213,11 +212,11 @@ def run_loop(config: dict, world: World, train_records: list, eval_records: list
             )
             batches_epoch = epoch
         optimizer.zero_grad(set_to_none=True)
-        passes = _passes(batches[index], config["batch_size"])
+        passes = step_passes(batches[index], config["batch_size"])
         for indices in passes:  # gradient accumulation: one backward per pass, one step
             batch = [train_records[i] for i in indices[rank::size]]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss, parts = _batch_loss(wrapped, tokenizer, batch, config, device)
+                loss, parts = batch_loss(wrapped, tokenizer, batch, config, device)
             (loss / len(passes)).backward()
         if config["max_grad_norm"]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config["max_grad_norm"])
@@ -275,46 +274,6 @@ def _load_weights(model, url: str, storage_options: dict) -> None:
         ) from exc
 
 
-def _passes(step_indices: list[int], batch_size: int) -> list[list[int]]:
-    """One optimizer step's pairs cut into forward/backward passes of batch_size."""
-    return [step_indices[i : i + batch_size] for i in range(0, len(step_indices), batch_size)]
-
-
-def _batch_loss(model, tokenizer, batch: list[dict], config: dict, device):
-    from prefgen.reward.model import encode_pairs
-
-    k = len(batch)
-    prompts = [r["prompt"] for r in batch]
-    enc = encode_pairs(
-        tokenizer,
-        prompts + prompts,
-        [r["chosen"] for r in batch] + [r["rejected"] for r in batch],
-        config["max_length"],
-    )
-    rewards, aspects = model(enc["input_ids"].to(device), enc["attention_mask"].to(device))
-    rewards = rewards.float()  # the loss in fp32, also under bf16 autocast
-    aspects = aspects.float() if aspects is not None else None
-    margins = None
-    if config["margin_loss_weight"]:
-        scale = config["margin_scale"]
-        margins = torch.tensor(
-            [config["margin_loss_weight"] * max(0.0, r["margin"] or 0.0) / scale for r in batch],
-            dtype=rewards.dtype,
-            device=device,
-        )
-    loss, parts = preference_loss(rewards[:k], rewards[k:], margins, config["center_weight"])
-    if aspects is not None:
-        names = config["aspects"]
-        targets = torch.tensor(
-            [_aspect_row(r["chosen_aspects"], names, config["aspect_stats"]) for r in batch]
-            + [_aspect_row(r["rejected_aspects"], names, config["aspect_stats"]) for r in batch],
-            dtype=aspects.dtype,
-            device=device,
-        )
-        loss = loss + config["aspect_loss_weight"] * aspect_loss(aspects, targets)
-    return loss, parts
-
-
 def native_bf16(device: torch.device) -> bool:
     """Whether bf16 runs at hardware speed on `device`. On a CPU without AVX512-BF16 or AMX
     bf16 is emulated: about 20x slower than fp32 on the AVX2 machines this was measured on
@@ -323,11 +282,6 @@ def native_bf16(device: torch.device) -> bool:
         return torch.cuda.is_bf16_supported()
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def _aspect_row(scores: dict | None, names: list[str], stats: dict) -> list[float]:
-    scores = scores or {}
-    return [(scores[n] - stats[n][0]) / stats[n][1] if n in scores else math.nan for n in names]
 
 
 # --- the driver ---
