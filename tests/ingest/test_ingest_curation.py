@@ -523,3 +523,26 @@ def test_lsh_near_dup_finds_what_the_exact_pass_finds():
     assert sum(h is not None for h in exact) >= 15  # the copies really are above threshold
     lsh = find_near_duplicates_lsh(vectors, 0.9)
     assert [h and h[0] for h in lsh] == [h and h[0] for h in exact]
+
+
+@pytest.mark.parametrize("n", [2, 800])
+def test_lsh_near_dup_keeps_its_recall_when_the_input_is_one_template(n):
+    """Prompts of one template sit close to their mean (unrelated ones at cosine ~0.85):
+    removing the whole mean before hashing would scatter near-copies (cosine 0.91-0.95) over
+    different bands. Two prompts are the extreme case: centred, they point opposite ways."""
+    from prefgen.ingest.near_dup import find_near_duplicates_lsh
+
+    rng = np.random.default_rng(3)
+    base = 2.5 * rng.standard_normal(64) + rng.standard_normal((n, 64))
+    vectors = base / np.linalg.norm(base, axis=1, keepdims=True)
+    for i in range(0, n, 2):  # every other row becomes a near-copy of the one before it
+        a = vectors[i - 1] if i else vectors[1]
+        side = rng.standard_normal(64)
+        side -= (side @ a) * a
+        cos = rng.uniform(0.91, 0.95)
+        vectors[i] = cos * a + np.sqrt(1 - cos**2) * side / np.linalg.norm(side)
+    vectors = vectors.astype(np.float32)
+    exact = {i for i, h in enumerate(find_near_duplicates(vectors, 0.9)) if h}
+    found = {i for i, h in enumerate(find_near_duplicates_lsh(vectors, 0.9)) if h}
+    assert len(exact) >= n // 4
+    assert len(exact & found) >= 0.97 * len(exact)
