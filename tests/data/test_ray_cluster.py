@@ -1,10 +1,13 @@
-"""Which Ray prefgen uses with and without an address, and how the summary names it."""
+"""Which Ray prefgen uses with and without an address, how the summary names it, and how many
+CPUs a process without Ray may use."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from prefgen.data.ray_cluster import RayCluster, configured_address
+from prefgen.data.ray_cluster import RayCluster, configured_address, usable_cpus
 
 
 @pytest.mark.parametrize(
@@ -37,3 +40,21 @@ def test_describe_names_the_cluster_and_its_size():
     )
     assert RayCluster(None, True, 2.0, 0.0).local
     assert not RayCluster("auto: 10.0.0.1:6379", False, 4.0, 0.0).local
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "150000 100000\n"}, 1.5),  # cgroup v2, a pod's limits.cpu: 1.5
+        ({"cpu.max": "max 100000\n"}, None),  # v2, no limit
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1.0),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),  # v1
+        ({}, None),  # no cgroup files: the affinity mask alone
+    ],
+)
+def test_usable_cpus_follow_the_cgroup_quota(tmp_path, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    mask = len(os.sched_getaffinity(0))
+    assert usable_cpus(str(tmp_path)) == (mask if expected is None else min(mask, expected))

@@ -49,3 +49,19 @@ def test_a_save_that_fails_midway_leaves_the_last_checkpoint(tmp_path):
     assert store.latest()["name"] == "checkpoint_0000002"
     store.clear()
     assert store.latest() is None
+
+
+def test_prune_keeps_the_newest_up_to_the_pointer_and_only_checkpoints(tmp_path):
+    root = tmp_path / "train"
+    store = CheckpointStore(str(root), keep=2)
+    store.save(2, _writer("w2"), {"step": 2})
+    # a run killed after uploading step 9 but before its commit, and a file of another tool
+    (root / "checkpoint_0000009").mkdir()
+    (root / "checkpoint_manager_snapshot.json").write_text("{}")
+    store.save(4, _writer("w4"), {"step": 4})
+    assert sorted(p.name for p in root.iterdir()) == [
+        "checkpoint_0000002",
+        "checkpoint_0000004",
+        "checkpoint_manager_snapshot.json",
+        LATEST,
+    ]

@@ -18,6 +18,35 @@ import os
 from dataclasses import dataclass
 
 ADDRESS_ENV = "RAY_ADDRESS"
+CGROUP = "/sys/fs/cgroup"
+
+
+def usable_cpus(cgroup: str = CGROUP) -> float:
+    """The CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (a pod's
+    `limits.cpu`), as a local Ray counts them. `os.cpu_count()` is the host's, often far more."""
+    cpus = float(
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
+    quota = _cgroup_quota(cgroup)
+    return min(cpus, max(quota, 1.0)) if quota else cpus
+
+
+def _cgroup_quota(root: str) -> float | None:
+    """cgroup v2 `cpu.max` ("200000 100000" -> 2.0; "max ..." -> None), else v1's cfs files."""
+    try:
+        with open(os.path.join(root, "cpu.max")) as f:
+            quota, period = f.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(os.path.join(root, "cpu", "cpu.cfs_quota_us")) as f:
+            quota = int(f.read())
+        with open(os.path.join(root, "cpu", "cpu.cfs_period_us")) as f:
+            period = int(f.read())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,16 @@
     <output>/train/latest.json                 {"name", "step", "metrics"}: the commit point
 
 A checkpoint exists once `latest.json` names it: a kill while its files upload leaves the
-previous pointer, so a re-run resumes from the last whole checkpoint. Older checkpoints past
-`keep` are removed after the pointer moves. The same store serves a training run in this
+previous pointer, so a re-run resumes from the last whole checkpoint. After the pointer moves,
+the `keep` newest checkpoints up to it stay; older ones, and any past it (left by a run killed
+before its commit), are removed. The same store serves a training run in this
 process and one on Ray Train workers (rank 0 writes), so a run resumes whichever way it ran.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,11 +24,11 @@ from typing import Any
 from prefgen.data import storage
 
 LATEST = "latest.json"
-_PREFIX = "checkpoint_"
+_NAME = re.compile(r"checkpoint_(\d+)")
 
 
 def checkpoint_name(step: int) -> str:
-    return f"{_PREFIX}{step:07d}"
+    return f"checkpoint_{step:07d}"
 
 
 class CheckpointStore:
@@ -49,7 +51,7 @@ class CheckpointStore:
             storage.put_tree(Path(staging), self.fs, target)
         pointer = {"name": name, "step": step, "metrics": metrics}
         storage.write_json_atomic(self.fs, storage.join(self.root, LATEST), pointer)
-        self._prune(keep_also=name)
+        self._prune(step)
 
     @contextlib.contextmanager
     def local(self, name: str) -> Iterator[Path]:
@@ -65,14 +67,13 @@ class CheckpointStore:
     def clear(self) -> None:
         storage.remove_tree(self.fs, self.root)
 
-    def _prune(self, keep_also: str) -> None:
-        if not self.fs.exists(self.root):
-            return
-        names = sorted(
-            path.rstrip("/").rsplit("/", 1)[-1]
-            for path in self.fs.ls(self.root, detail=False)
-            if path.rstrip("/").rsplit("/", 1)[-1].startswith(_PREFIX)
-        )
-        for name in names[: -self.keep]:
-            if name != keep_also:
-                storage.remove_tree(self.fs, storage.join(self.root, name))
+    def _prune(self, committed: int) -> None:
+        steps = []
+        for path in self.fs.ls(self.root, detail=False):
+            match = _NAME.fullmatch(path.rstrip("/").rsplit("/", 1)[-1])
+            if match:
+                steps.append(int(match.group(1)))
+        kept = sorted(s for s in steps if s <= committed)[-max(self.keep, 1) :]
+        for step in steps:
+            if step not in kept:
+                storage.remove_tree(self.fs, storage.join(self.root, checkpoint_name(step)))

@@ -52,7 +52,7 @@ from prefgen.reward.objective import (
 )
 
 STATE_FILE = "state.pt"
-RUN_NAME = "train"  # Ray Train run directory under output.path
+RUN_NAME = "train"  # the checkpoint store under output.path
 # a resumed run must match these
 IDENTITY_KEYS = ("data_fingerprint", "step_pairs", "backbone", "init_from", "group_by_length")
 
@@ -148,10 +148,18 @@ def run_loop(config: dict, world: World, train_records: list, eval_records: list
                         "set resume=false or use another output.path"
                     )
             model.load_state_dict(load_file(str(directory / "model" / WEIGHTS_FILE)))
-            if "optimizer" in state:  # a finished run's checkpoint has none (see checkpoint)
-                optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
             start_step, history = int(state["step"]), list(state["history"])
+            if "optimizer" in state:
+                optimizer.load_state_dict(state["optimizer"])
+            elif rank == 0:  # a finished run's checkpoint (see checkpoint), trained further
+                sys.stdout.write(
+                    f"[train-rm] step {start_step} ends a finished run, saved without the "
+                    "optimizer's state: AdamW starts its moments afresh\n"
+                )
+            scheduler.load_state_dict(state["scheduler"])
+            # the step's rate under this run's schedule (a longer run has another one)
+            for group in optimizer.param_groups:
+                group["lr"] = config["lr"] * lr_factor(start_step, total, config["warmup_ratio"])
     elif config["init_from"]:  # a resumed run has its own weights: only a fresh one starts here
         _load_weights(model, config["init_from"], config["init_options"])
     resumed_from = start_step
@@ -338,7 +346,7 @@ def train(cfg: RewardTrainConfig, log: Callable[[str], None] = print) -> dict[st
     else:
         here = cfg.num_workers == 1 and ray_cluster.configured_address(cfg.ray.address) is None
         if here:
-            cpus = worker_cpus(cfg, float(cfg.ray.num_cpus or os.cpu_count() or 1))
+            cpus = worker_cpus(cfg, float(cfg.ray.num_cpus or ray_cluster.usable_cpus()))
         else:
             import ray
 
