@@ -20,11 +20,11 @@ TRL's side: `RewardTrainer` on `AutoModelForSequenceClassification` (one label),
 tokenization (TRL drops training pairs longer than max_length; the count is printed) and, to
 score, the tokenizer's default truncation; it runs twice, as TRL ships (random batches) and with
 HF's length grouping (`train_sampling_strategy="group_by_length"`: like lengths batched
-together, which prefgen does by default). prefgen's side: `prefgen.reward.train.train` on one
-Ray Train worker with the CPUs the machine has, then `prefgen.reward.model.score`; then prefgen
+together, which prefgen does by default). prefgen's side: `prefgen.reward.train.train` with one
+worker, which trains in the calling process on the CPUs the machine has, then `prefgen.reward.model.score`; then prefgen
 once more on exactly the pairs TRL kept, so the times compare the same work. "train" is what a
 user waits for: for TRL the model load, `RewardTrainer` (its tokenization) and
-`trainer.train()`; for prefgen the whole `train()` call (Ray and Ray Train start-up, model
+`trainer.train()`; for prefgen the whole `train()` call (data load and tokenization, model
 load, checkpoints, the published model). "loop" is the training steps alone on both sides.
 """
 

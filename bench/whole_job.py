@@ -6,7 +6,9 @@ The script side is what a user could write with prefgen's own pieces: ingest the
 and the pools `prefgen.run.pools.plan` groups them into, load each pool's engines once, and
 run every stage over the rows in the pool's batch size, one stage after another. Both sides
 sample with the same per-request seeds, so they generate the same responses (up to float
-differences between thread counts); the bench prints both token counts.
+differences between thread counts); the bench prints both token counts. The script skips
+what the quickstart does not use: source quotas and near-duplicate detection (the run's planning
+step applies those).
 
     .venv/bin/python bench/whole_job.py [--prompts 36 360] [--threads 2]
 
@@ -71,7 +73,14 @@ def prompts_file(n: int, directory: Path) -> Path:
         record = dict(base[k % len(base)])
         if k >= len(base):
             record["id"] = f"{record.get('id', 'p')}-v{k // len(base)}"
-            record["prompt"] = f"{record['prompt']} (variant {k // len(base)})"
+            suffix = f" (variant {k // len(base)})"
+            if "prompt" in record:
+                record["prompt"] += suffix
+            else:  # a chat record: vary its last user turn
+                messages = [dict(m) for m in record["messages"]]
+                last = max(i for i, m in enumerate(messages) if m["role"] == "user")
+                messages[last]["content"] += suffix
+                record["messages"] = messages
         out.append(json.dumps(record))
     path = directory / f"prompts-{n}.jsonl"
     path.write_text("\n".join(out) + "\n")

@@ -14,7 +14,9 @@ settled the prompt is by its best-worst reward gap:
 A judging budget (`route.judge_share`: "judge at most 20 %") is spent per shard
 (`execution.shard_rows` prompts, fixed by the plan), the smallest gaps first. The stage then
 only scores; the driver decides each complete shard before it commits it (`Stage.on_shard`),
-so a rerun routes every prompt the same way whatever the batching. A band alone is a
+so a rerun routes every prompt the same way whatever the batching. Shards are contiguous runs
+of the input, so input sorted by source spends the budget per source; shuffle it for one share
+over the mix. A band alone is a
 per-prompt rule and is decided in the stream. This is how Skywork-Reward-V2 and Hybrid
 Preferences spend costly labels: only where the cheap scorer is unsure. Input: prompt rows
 with `responses`. Output: the same rows with `route` set (by the driver, with a budget) and
