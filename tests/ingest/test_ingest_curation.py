@@ -65,8 +65,9 @@ def sample_quotas(rows: list[dict], sources: list, seed: int, *options) -> None:
     quotas = QuotaSample(sources, seed, *options)
     for position, row in enumerate(rows):
         quotas.add(position, row)
-    for position, reason in quotas.rejects().items():
-        reject(rows[position], "ingest", reason)
+    for positions, reason in quotas.rejects():
+        for position in positions:
+            reject(rows[position], "ingest", reason)
 
 
 def _kept(rows: list[dict]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -203,7 +204,7 @@ def test_input_shards_are_contiguous_runs_written_as_they_fill(tmp_path):
     assert written.rows == {0: 3, 1: 3, 2: 1} and written.count == 7
     assert [r["index"] for r in written.read(1)] == [3, 4, 5]
     untouched = (tmp_path / phase_file("", INPUT_PHASE, 0).lstrip("/")).stat().st_mtime_ns
-    written.reject({4: "over_quota: test", 6: "near_duplicate: test"})
+    written.reject([([6], "near_duplicate: test"), (np.array([4]), "over_quota: test")])
     assert [(r["status"], r["reason"]) for r in written.read(1)] == [
         ("ok", None),
         ("rejected", "over_quota: test"),

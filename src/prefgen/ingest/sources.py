@@ -176,7 +176,7 @@ class QuotaSample:
     """Per-source quotas (seeded, optionally stratified samples), decided once every row is seen.
 
     `add(position, row)` notes each valid row of a source with a quota; `rejects()` returns
-    position -> `over_quota: ...` reason for the ones left out. Within a stratum the prompts
+    the positions left out, grouped by their `over_quota: ...` reason. Within a stratum the prompts
     with the lowest `stable_hash(seed, source, id)` are kept: deterministic and independent of
     input order. It holds 16 bytes a noted row (its rank and position), never the rows.
     """
@@ -203,8 +203,8 @@ class QuotaSample:
         ranks.append(int(stable_hash(self.seed, name, row["id"]), 16))
         positions.append(position)
 
-    def rejects(self) -> dict[int, str]:
-        out: dict[int, str] = {}
+    def rejects(self) -> list[tuple[np.ndarray, str]]:
+        out: list[tuple[np.ndarray, str]] = []
         for source in self.sources:
             strata = self._strata.get(source.name, {})
             counts = {name: len(ranks) for name, (ranks, _) in strata.items()}
@@ -219,8 +219,8 @@ class QuotaSample:
                 reason = f"over_quota: source {source.name!r} keeps {keep} of {available}"
                 if self.stratify_by:
                     reason += f", domain {stratum!r} keeps {picks[stratum]} of {counts[stratum]}"
-                for k in order[picks[stratum] :]:
-                    out[positions[int(k)]] = reason
+                left_out = np.frombuffer(positions, dtype=np.int64)[order[picks[stratum] :]]
+                out.append((left_out, reason))
         return out
 
 

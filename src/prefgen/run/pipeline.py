@@ -218,8 +218,8 @@ def plan_shards(
     return plan
 
 
-def near_duplicates(written: shards.InputShards, cfg) -> dict[int, str]:
-    """Record number -> `near_duplicate: ...` for the valid prompts in the written shards.
+def near_duplicates(written: shards.InputShards, cfg) -> list[tuple[list[int], str]]:
+    """([record number], `near_duplicate: ...`) for the valid prompts in the written shards.
 
     The texts of every valid prompt, then their embeddings, are held on the driver (384 floats
     a prompt with MiniLM): near-dup costs driver memory in proportion to the input.
@@ -233,7 +233,7 @@ def near_duplicates(written: shards.InputShards, cfg) -> dict[int, str]:
                 numbers.append(shard * written.shard_rows + offset)
                 candidates.append((row_key(row), prompt_text(row["messages"])))
     reasons = near_duplicate_reasons(candidates, cfg)
-    return {n: reason for n, reason in zip(numbers, reasons) if reason}
+    return [([n], reason) for n, reason in zip(numbers, reasons) if reason]
 
 
 def read_shard_files(batch: pa.Table, url: str, options: dict) -> pa.Table:

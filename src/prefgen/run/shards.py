@@ -32,11 +32,12 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from prefgen.data import storage
@@ -150,16 +151,24 @@ class InputShards:
         fs = storage.arrow_filesystem(self.fs)
         return to_rows(pq.read_table(path, filesystem=fs, schema=ROW_SCHEMA))
 
-    def reject(self, reasons: dict[int, str]) -> None:
-        """Reject records by number (stage `ingest`), rewriting each shard that holds one."""
-        by_shard: dict[int, list[int]] = {}
-        for number in sorted(reasons):
-            by_shard.setdefault(number // self.shard_rows, []).append(number)
-        for shard, numbers in by_shard.items():
-            rows = self.read(shard)
-            for number in numbers:
-                reject(rows[number % self.shard_rows], "ingest", reasons[number])
-            self._write(shard, rows)
+    def reject(self, groups: Sequence[tuple[Sequence[int], str]]) -> None:
+        """Reject records by number (stage `ingest`), rewriting each shard that holds one.
+
+        `groups`: (record numbers, the reason they share); a quota's many rejects are one
+        array and one string, not a dict entry each."""
+        numbers = np.concatenate([np.asarray(n, dtype=np.int64) for n, _ in groups] or [[]])
+        if not len(numbers):
+            return
+        which = np.repeat(np.arange(len(groups)), [len(n) for n, _ in groups])
+        order = np.argsort(numbers, kind="stable")
+        numbers, which = numbers[order], which[order]
+        shard_of = numbers // self.shard_rows
+        starts = np.flatnonzero(np.r_[True, shard_of[1:] != shard_of[:-1]])
+        for lo, hi in zip(starts, [*starts[1:], len(numbers)]):
+            rows = self.read(int(shard_of[lo]))
+            for number, group in zip(numbers[lo:hi].tolist(), which[lo:hi].tolist()):
+                reject(rows[number % self.shard_rows], "ingest", groups[group][1])
+            self._write(int(shard_of[lo]), rows)
 
     def _write(self, shard: int, rows: list[dict[str, Any]]) -> None:
         storage.write_parquet_atomic(
