@@ -136,6 +136,13 @@ def run_loop(config: dict, world: World, train_records: list, eval_records: list
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total, config["warmup_ratio"])
     )
+
+    def say(line: str) -> None:
+        # Not print(): Ray Train routes print through its logger, which echoes every line twice.
+        if rank == 0:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
     start_step, history = 0, []
     latest = store.latest()
     if latest is not None:
@@ -151,10 +158,10 @@ def run_loop(config: dict, world: World, train_records: list, eval_records: list
             start_step, history = int(state["step"]), list(state["history"])
             if "optimizer" in state:
                 optimizer.load_state_dict(state["optimizer"])
-            elif rank == 0:  # a finished run's checkpoint (see checkpoint), trained further
-                sys.stdout.write(
+            else:  # a finished run's checkpoint (see checkpoint), trained further
+                say(
                     f"[train-rm] step {start_step} ends a finished run, saved without the "
-                    "optimizer's state: AdamW starts its moments afresh\n"
+                    "optimizer's state: AdamW starts its moments afresh"
                 )
             scheduler.load_state_dict(state["scheduler"])
             # the step's rate under this run's schedule (a longer run has another one)
@@ -167,12 +174,6 @@ def run_loop(config: dict, world: World, train_records: list, eval_records: list
     device = next(model.parameters()).device
     bf16 = native_bf16(device) if config["bf16"] is None else config["bf16"]
     target = min(total, config["max_steps"] or total)
-
-    def say(line: str) -> None:
-        # Not print(): Ray Train routes print through its logger, which echoes every line twice.
-        if rank == 0:
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
 
     def evaluate_now() -> dict:
         if not eval_records:

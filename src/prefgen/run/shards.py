@@ -162,13 +162,12 @@ class InputShards:
         which = np.repeat(np.arange(len(groups)), [len(n) for n, _ in groups])
         order = np.argsort(numbers, kind="stable")
         numbers, which = numbers[order], which[order]
-        shard_of = numbers // self.shard_rows
-        starts = np.flatnonzero(np.r_[True, shard_of[1:] != shard_of[:-1]])
-        for lo, hi in zip(starts, [*starts[1:], len(numbers)]):
-            rows = self.read(int(shard_of[lo]))
+        touched, starts = np.unique(numbers // self.shard_rows, return_index=True)
+        for shard, lo, hi in zip(touched.tolist(), starts, [*starts[1:], len(numbers)]):
+            rows = self.read(shard)
             for number, group in zip(numbers[lo:hi].tolist(), which[lo:hi].tolist()):
                 reject(rows[number % self.shard_rows], "ingest", groups[group][1])
-            self._write(int(shard_of[lo]), rows)
+            self._write(shard, rows)
 
     def _write(self, shard: int, rows: list[dict[str, Any]]) -> None:
         storage.write_parquet_atomic(
